@@ -1,0 +1,13 @@
+//! Formats shared by basalt's on-node programs and its host tools.
+//!
+//! Everything here is a pure function over bytes: no files, no clocks, no
+//! syscalls. That keeps it testable without root and fuzzable.
+#![deny(unsafe_code)]
+
+pub mod b64;
+pub mod cmdline;
+pub mod hex;
+pub mod json;
+pub mod keys;
+pub mod manifest;
+pub mod pem;

@@ -1,0 +1,328 @@
+//! `basalt.*` kernel command-line keys that basalt-init understands.
+//!
+//! Unknown keys, including other programs' `basalt.*` keys (the agent reads
+//! its own), are ignored. A known key with a bad value is an error that names
+//! the key, the value and what was expected. See docs/cmdline.md.
+
+use basalt_common::cmdline::{self, Param};
+use basalt_common::manifest::valid_absolute_path;
+use std::time::Duration;
+
+/// Where the root image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `/basalt/root.sqsh` inside the initramfs: already in RAM.
+    Initramfs,
+    /// A block device (e.g. `/dev/vda`), copied into RAM while it is hashed.
+    Device(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockdown {
+    None,
+    Integrity,
+    Confidentiality,
+}
+
+impl Lockdown {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lockdown::None => "none",
+            Lockdown::Integrity => "integrity",
+            Lockdown::Confidentiality => "confidentiality",
+        }
+    }
+}
+
+/// What to do after a fatal boot error has been printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Reboot,
+    Poweroff,
+    Halt,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Reboot => "reboot",
+            OnError::Poweroff => "poweroff",
+            OnError::Halt => "halt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootParams {
+    pub image: ImageSource,
+    /// How long to wait for `basalt.image=` to appear.
+    pub image_wait: Duration,
+    /// `basalt.agent=`: overrides the manifest's handoff program.
+    pub agent: Option<String>,
+    pub lockdown: Lockdown,
+    pub on_error: OnError,
+    /// Countdown before acting on a fatal error.
+    pub error_delay: Duration,
+    /// Bound on each phase of shutdown (agent, then everything else).
+    pub shutdown_timeout: Duration,
+    /// tmpfs `size=` options.
+    pub run_size: String,
+    pub tmp_size: String,
+    pub var_size: String,
+    pub debug: bool,
+}
+
+impl Default for BootParams {
+    fn default() -> Self {
+        BootParams {
+            image: ImageSource::Initramfs,
+            image_wait: Duration::from_secs(10),
+            agent: None,
+            lockdown: Lockdown::Integrity,
+            on_error: OnError::Reboot,
+            error_delay: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            run_size: "20%".into(),
+            tmp_size: "64m".into(),
+            var_size: "50%".into(),
+            debug: false,
+        }
+    }
+}
+
+/// A known key with a value basalt-init cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdlineError {
+    pub key: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kernel command line {}={:?}: expected {}",
+            self.key, self.value, self.expected
+        )
+    }
+}
+
+/// Parses the command line. `on_error` is read first and separately (see
+/// [`on_error_policy`]) so that a fatal cmdline error still honours it.
+pub fn parse(line: &str) -> Result<BootParams, CmdlineError> {
+    let params = cmdline::tokenize(line);
+    let mut p = BootParams::default();
+    for Param { key, value } in &params {
+        let Some(name) = key.strip_prefix("basalt.") else {
+            continue;
+        };
+        let value = value.as_deref().unwrap_or("");
+        let err = |expected| CmdlineError {
+            key: key.clone(),
+            value: value.to_string(),
+            expected,
+        };
+        match name {
+            "image" => {
+                p.image = match value {
+                    "initramfs" => ImageSource::Initramfs,
+                    v if v.starts_with("/dev/") && valid_absolute_path(v) => ImageSource::Device(v.into()),
+                    _ => return Err(err("\"initramfs\" or a device path under /dev/")),
+                }
+            }
+            "image_wait" => p.image_wait = seconds(value).ok_or_else(|| err("seconds, 0 to 600"))?,
+            "agent" => {
+                if !valid_absolute_path(value) {
+                    return Err(err("an absolute path with no . or .. components"));
+                }
+                p.agent = Some(value.into());
+            }
+            "lockdown" => {
+                p.lockdown = match value {
+                    "none" => Lockdown::None,
+                    "integrity" => Lockdown::Integrity,
+                    "confidentiality" => Lockdown::Confidentiality,
+                    _ => return Err(err("integrity, confidentiality or none")),
+                }
+            }
+            "on_error" => p.on_error = on_error_value(value).ok_or_else(|| err("reboot, poweroff or halt"))?,
+            "error_delay" => p.error_delay = seconds(value).ok_or_else(|| err("seconds, 0 to 600"))?,
+            "shutdown_timeout" => p.shutdown_timeout = seconds(value).ok_or_else(|| err("seconds, 0 to 600"))?,
+            "run_size" | "tmp_size" | "var_size" => {
+                if !valid_tmpfs_size(value) {
+                    return Err(err("a tmpfs size: bytes with optional k/m/g, or 1% to 100%"));
+                }
+                let slot = match name {
+                    "run_size" => &mut p.run_size,
+                    "tmp_size" => &mut p.tmp_size,
+                    _ => &mut p.var_size,
+                };
+                *slot = value.to_string();
+            }
+            "debug" => {
+                p.debug = match value {
+                    "" | "1" | "on" => true,
+                    "0" | "off" => false,
+                    _ => return Err(err("1/on or 0/off")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// The `basalt.on_error=` policy alone, defaulting to reboot when absent or bad.
+pub fn on_error_policy(line: &str) -> OnError {
+    let params = cmdline::tokenize(line);
+    cmdline::last(&params, "basalt.on_error")
+        .and_then(|p| on_error_value(p.value.as_deref()?))
+        .unwrap_or(OnError::Reboot)
+}
+
+fn on_error_value(v: &str) -> Option<OnError> {
+    match v {
+        "reboot" => Some(OnError::Reboot),
+        "poweroff" => Some(OnError::Poweroff),
+        "halt" => Some(OnError::Halt),
+        _ => None,
+    }
+}
+
+fn seconds(v: &str) -> Option<Duration> {
+    let n: u64 = v.parse().ok()?;
+    (n <= 600).then(|| Duration::from_secs(n))
+}
+
+/// What tmpfs accepts for `size=`: `N`, `Nk`, `Nm`, `Ng` (any case), or `N%`
+/// with 1 <= N <= 100. Checked here so a typo fails the boot with a clear
+/// message instead of an EINVAL from mount(2).
+pub fn valid_tmpfs_size(v: &str) -> bool {
+    if let Some(pct) = v.strip_suffix('%') {
+        return pct.bytes().all(|b| b.is_ascii_digit()) && matches!(pct.parse::<u32>(), Ok(1..=100));
+    }
+    let digits = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    v.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.len() <= 15
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let p = parse("console=ttyS0 quiet").unwrap();
+        assert_eq!(p, BootParams::default());
+        assert_eq!(p.image, ImageSource::Initramfs);
+        assert_eq!(p.lockdown, Lockdown::Integrity);
+        assert_eq!(p.on_error, OnError::Reboot);
+    }
+
+    #[test]
+    fn accepted_values() {
+        let p = parse(
+            "basalt.image=/dev/vda basalt.image_wait=3 basalt.agent=/usr/libexec/check \
+             basalt.lockdown=confidentiality basalt.on_error=poweroff basalt.error_delay=0 \
+             basalt.shutdown_timeout=5 basalt.run_size=10% basalt.tmp_size=128M basalt.var_size=1g \
+             basalt.debug basalt.serial=ttyS1 basalt.unknown=whatever",
+        )
+        .unwrap();
+        assert_eq!(p.image, ImageSource::Device("/dev/vda".into()));
+        assert_eq!(p.image_wait, Duration::from_secs(3));
+        assert_eq!(p.agent.as_deref(), Some("/usr/libexec/check"));
+        assert_eq!(p.lockdown, Lockdown::Confidentiality);
+        assert_eq!(p.on_error, OnError::Poweroff);
+        assert_eq!(p.error_delay, Duration::ZERO);
+        assert_eq!(p.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (p.run_size.as_str(), p.tmp_size.as_str(), p.var_size.as_str()),
+            ("10%", "128M", "1g")
+        );
+        assert!(p.debug);
+        assert_eq!(parse("basalt.lockdown=none").unwrap().lockdown, Lockdown::None);
+        assert_eq!(parse("basalt.image=initramfs").unwrap().image, ImageSource::Initramfs);
+    }
+
+    #[test]
+    fn rejected_values_name_key_and_value() {
+        let cases = [
+            (
+                "basalt.lockdown=maybe",
+                "basalt.lockdown=\"maybe\": expected integrity, confidentiality or none",
+            ),
+            ("basalt.lockdown", "basalt.lockdown=\"\": expected integrity"),
+            (
+                "basalt.image=/etc/passwd",
+                "basalt.image=\"/etc/passwd\": expected \"initramfs\" or a device",
+            ),
+            ("basalt.image=/dev/../etc", "basalt.image=\"/dev/../etc\""),
+            (
+                "basalt.agent=bin/sh",
+                "basalt.agent=\"bin/sh\": expected an absolute path",
+            ),
+            (
+                "basalt.on_error=explode",
+                "basalt.on_error=\"explode\": expected reboot, poweroff or halt",
+            ),
+            ("basalt.error_delay=-1", "basalt.error_delay=\"-1\": expected seconds"),
+            ("basalt.shutdown_timeout=601", "expected seconds, 0 to 600"),
+            (
+                "basalt.tmp_size=lots",
+                "basalt.tmp_size=\"lots\": expected a tmpfs size",
+            ),
+            ("basalt.debug=maybe", "expected 1/on or 0/off"),
+        ];
+        for (line, needle) in cases {
+            let err = parse(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn last_occurrence_wins() {
+        assert_eq!(
+            parse("basalt.lockdown=none basalt.lockdown=integrity")
+                .unwrap()
+                .lockdown,
+            Lockdown::Integrity
+        );
+    }
+
+    #[test]
+    fn on_error_is_read_even_when_other_keys_are_bad() {
+        assert_eq!(
+            on_error_policy("basalt.lockdown=bad basalt.on_error=poweroff"),
+            OnError::Poweroff
+        );
+        assert_eq!(on_error_policy("basalt.on_error=bad"), OnError::Reboot);
+        assert_eq!(on_error_policy(""), OnError::Reboot);
+    }
+
+    #[test]
+    fn tmpfs_sizes() {
+        for ok in ["1", "64m", "64M", "2G", "512k", "1%", "100%", "20%"] {
+            assert!(valid_tmpfs_size(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "m",
+            "64mb",
+            "101%",
+            "0%",
+            "%",
+            "-1",
+            "1.5g",
+            "1 g",
+            "9999999999999999",
+            "5%%",
+        ] {
+            assert!(!valid_tmpfs_size(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! basalt-init, PID1 of a basalt node. `main.rs` is the boot script; each
+//! step lives in the module named for it. Everything that can be is a pure
+//! function with unit tests; the rest is exercised by the QEMU suite.
+#![deny(unsafe_code)]
+
+pub mod backoff;
+pub mod boot;
+pub mod clock;
+pub mod cmdline;
+pub mod console;
+pub mod digest;
+pub mod harden;
+pub mod image;
+pub mod log;
+pub mod loopdev;
+pub mod modules;
+pub mod mountinfo;
+pub mod mounts;
+pub mod report;
+pub mod shutdown;
+pub mod supervise;
+pub mod switchroot;
+mod sys;

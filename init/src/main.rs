@@ -1,0 +1,158 @@
+//! basalt-init: the boot script. Each line is one step of docs/architecture.md;
+//! each step is timed, logged, and fatal on failure (boot.rs).
+#![deny(unsafe_code)]
+
+use basalt_init::{
+    backoff, boot::Boot, clock, cmdline, console, harden, image, log, loopdev, modules, mounts, report, supervise,
+    switchroot,
+};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Where the verified root is mounted before it becomes `/`.
+const NEWROOT: &str = "/newroot";
+
+fn main() {
+    let init_start = clock::now();
+    if std::process::id() != 1 {
+        // Mounting and deleting "the initramfs" anywhere else would be a disaster.
+        eprintln!("basalt-init: must run as PID 1 (this is pid {})", std::process::id());
+        std::process::exit(1);
+    }
+    console::take_signals();
+    log::install(false);
+    let mut boot = Boot::new(init_start);
+    let outcome = catch_unwind(AssertUnwindSafe(|| boot_node(&mut boot)));
+    // boot_node never returns; only a panic (a bug) gets here.
+    let cause = outcome.err().map(|p| panic_text(&*p)).unwrap_or_default();
+    boot.fatal("panic", &cause)
+}
+
+fn boot_node(boot: &mut Boot) -> ! {
+    // a. Early filesystems, then the sinks that need them.
+    boot.step("mount-early", || {
+        mounts::mount_all(&mut mounts::RealMounts, &mounts::early_mounts("20%"))
+    });
+    console::ensure_stdio("/dev/console");
+    log::open_kmsg("/dev/kmsg", "/proc/sys/kernel");
+    log::open_file("/run/basalt/log/init.log");
+    ::log::info!(
+        "basalt-init {} started at {:.3} s",
+        env!("CARGO_PKG_VERSION"),
+        boot.init_start.as_secs_f64()
+    );
+
+    // b. Kernel command line.
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    boot.on_error = cmdline::on_error_policy(&line);
+    let params = boot.step("cmdline", || cmdline::parse(&line));
+    boot.error_delay = params.error_delay;
+    log::set_debug(params.debug);
+    if params.run_size != "20%" {
+        boot.step("resize-run", || mounts::resize_tmpfs("/run", &params.run_size));
+    }
+
+    // c. The signed manifest, then its modules.
+    let manifest = boot.step("manifest", || image::load_manifest("/", image::baked_key()));
+    ::log::info!(
+        "manifest: image {} ({} bytes), {} modules",
+        manifest.version,
+        manifest.image.size,
+        manifest.modules.len()
+    );
+    let loaded = boot.step("modules", || modules::load_all("/", &manifest.modules));
+
+    // d. The image, hashed (and copied into RAM if it is on a disk).
+    let root = boot.step("verify-image", || {
+        image::verify_image("/", &params.image, &manifest.image, params.image_wait)
+    });
+
+    // e. Read-only loop device, read-only squashfs.
+    let loopdev = boot.step("mount-root", || loopdev::mount_root(NEWROOT, &root));
+
+    // f. The writable tmpfs mounts.
+    boot.step("mount-writable", || {
+        mounts::mount_all(
+            &mut mounts::RealMounts,
+            &mounts::writable_mounts(NEWROOT, &params.tmp_size, &params.var_size),
+        )
+    });
+
+    // g. Switch root.
+    let removed = boot.step("switch-root", || {
+        switchroot::switch_root(&mut switchroot::RealRoot, NEWROOT)
+    });
+    ::log::info!(
+        "initramfs removed: {} files, {} KiB freed",
+        removed.files,
+        removed.bytes / 1024
+    );
+
+    // h. Harden.
+    let sysctls = boot.step("sysctls", || {
+        let report = harden::apply_sysctls("/proc/sys", harden::SYSCTLS);
+        match report.fatal() {
+            Some(f) => Err(format!("sysctl {}: {}", f.key, f.reason)),
+            None => Ok(report),
+        }
+    });
+    let lockdown = boot.step("lockdown", || {
+        harden::raise_lockdown("/sys/kernel/security/lockdown", params.lockdown)
+    });
+    ::log::info!("lockdown: {lockdown}");
+
+    // i. Hand off, and stay PID1.
+    let handoff = params.agent.clone().unwrap_or_else(|| manifest.handoff.clone());
+    boot.step("handoff-check", || executable(&handoff));
+    let handoff_at = clock::now();
+    let facts = report::BootFacts {
+        init_start: boot.init_start,
+        handoff_at,
+        steps: &boot.steps,
+        kernel_release: kernel_release(),
+        image_version: &manifest.version,
+        image_sha256: root.sha256,
+        image_size: root.size,
+        image_origin: &root.origin,
+        image_copied: root.copied,
+        loop_device: &loopdev.path,
+        modules: &loaded,
+        lockdown: &lockdown,
+        sysctls: &sysctls,
+        initramfs_removed: removed,
+        handoff: &handoff,
+    };
+    // k. The boot report: written before the handoff, which serves it.
+    if let Err(e) = report::write(report::PATH, &report::build(&facts)) {
+        ::log::error!("write {}: {e}", report::PATH);
+    }
+    ::log::info!(
+        "pid1 phase {:.1} ms; handing off to {handoff}",
+        handoff_at.saturating_sub(boot.init_start).as_secs_f64() * 1e3
+    );
+    drop(root);
+    supervise::run(&handoff, backoff::HANDOFF, params.shutdown_timeout)
+}
+
+fn executable(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(format!("handoff {path} is not an executable file")),
+        Err(e) => Err(format!("handoff {path}: {e}")),
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("bug: panic: {msg}")
+}

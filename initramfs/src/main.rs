@@ -1,0 +1,230 @@
+//! basalt-mkimage: the command line around the basalt_mkimage library.
+#![deny(unsafe_code)]
+
+use basalt_common::hex;
+use basalt_common::manifest::DEFAULT_HANDOFF;
+use basalt_mkimage::assemble::{self, BuildSpec, RootSource};
+use basalt_mkimage::image::{self, Compression};
+use basalt_mkimage::squashfs;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  basalt-mkimage build --init FILE (--rootfs DIR | --squashfs FILE) --modules-dir DIR
+                       --kconfig FILE --fragment FILE --key FILE --version STR
+                       [--handoff PATH] [--compress none|gzip] [--no-embed-image]
+                       [--image-out FILE] [--manifest-out DIR] --out FILE
+  basalt-mkimage kernel-check --kconfig FILE --fragment FILE [--modules-dir DIR]
+  basalt-mkimage squashfs --rootfs DIR --out FILE
+
+Timestamps in the output are SOURCE_DATE_EPOCH when set, else 0.";
+
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("basalt-mkimage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some((command, rest)) = args.split_first() else {
+        return Err("reading arguments: no command given (see basalt-mkimage --help)".to_string());
+    };
+    match command.to_str() {
+        Some("build") => build(Flags::parse(rest, BUILD_VALUES, &["--no-embed-image"])?),
+        Some("kernel-check") => kernel_check(Flags::parse(rest, &["--kconfig", "--fragment", "--modules-dir"], &[])?),
+        Some("squashfs") => make_squashfs(Flags::parse(rest, &["--rootfs", "--out"], &[])?),
+        Some("help") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(format!(
+            "reading arguments: {}: unknown command (see basalt-mkimage --help)",
+            command.to_string_lossy()
+        )),
+    }
+}
+
+const BUILD_VALUES: &[&str] = &[
+    "--init",
+    "--rootfs",
+    "--squashfs",
+    "--modules-dir",
+    "--kconfig",
+    "--fragment",
+    "--key",
+    "--version",
+    "--handoff",
+    "--compress",
+    "--image-out",
+    "--manifest-out",
+    "--out",
+];
+
+fn build(mut flags: Flags) -> Result<ExitCode, String> {
+    let root = match (flags.take("--rootfs"), flags.take("--squashfs")) {
+        (Some(dir), None) => RootSource::Rootfs(dir.into()),
+        (None, Some(file)) => RootSource::Squashfs(file.into()),
+        _ => {
+            return Err(
+                "reading arguments: --rootfs, --squashfs: give exactly one (see basalt-mkimage --help)".to_string(),
+            )
+        }
+    };
+    let compression: Compression = match flags.take_str("--compress")? {
+        None => Compression::None,
+        Some(c) => c.parse().map_err(|e| format!("reading arguments: --compress: {e}"))?,
+    };
+    let key_path = flags.path("--key")?;
+    let spec = BuildSpec {
+        init: flags.path("--init")?,
+        root,
+        modules_dir: flags.path("--modules-dir")?,
+        kconfig: flags.path("--kconfig")?,
+        fragment: flags.path("--fragment")?,
+        version: flags.take_str("--version")?.ok_or_else(|| missing("--version"))?,
+        handoff: flags
+            .take_str("--handoff")?
+            .unwrap_or_else(|| DEFAULT_HANDOFF.to_string()),
+        compression,
+        embed_image: !flags.switch("--no-embed-image"),
+        image_out: flags.take("--image-out").map(PathBuf::from),
+        manifest_out: flags.take("--manifest-out").map(PathBuf::from),
+        out: flags.path("--out")?,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let key = assemble::read_signing_key(&key_path).map_err(|e| e.to_string())?;
+    let report = assemble::build(&spec, &key).map_err(|e| e.to_string())?;
+
+    let image = &report.manifest.image;
+    let placement = match (&spec.image_out, &spec.root, spec.embed_image) {
+        (_, _, true) => "embedded as /basalt/root.sqsh".to_string(),
+        (Some(p), _, false) | (None, RootSource::Squashfs(p), false) => {
+            format!("not embedded: put {} on a block device", p.display())
+        }
+        // build() refuses this combination before getting here.
+        (None, RootSource::Rootfs(_), false) => "not embedded".to_string(),
+    };
+    println!(
+        "root image  {} bytes, sha256 {}, {placement}",
+        image.size,
+        hex::encode(&image.sha256)
+    );
+    let names: Vec<&str> = report.modules.iter().map(|m| m.name.as_str()).collect();
+    println!("modules     {} in load order: {}", names.len(), names.join(" "));
+    println!("kernel      {}", report.manifest.kernel);
+    println!("signed by   {}", key.public_key().key_id());
+    println!(
+        "initramfs   {} ({} bytes, compression {})",
+        spec.out.display(),
+        report.initramfs_size,
+        spec.compression
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kernel_check(mut flags: Flags) -> Result<ExitCode, String> {
+    let kconfig = flags.path("--kconfig")?;
+    let fragment = flags.path("--fragment")?;
+    let modules_dir = flags.take("--modules-dir").map(PathBuf::from);
+    let report = assemble::kernel_check(&kconfig, &fragment, modules_dir.as_deref()).map_err(|e| e.to_string())?;
+    let (text, ok) = report.render();
+    print!("{text}");
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn make_squashfs(mut flags: Flags) -> Result<ExitCode, String> {
+    let rootfs = flags.path("--rootfs")?;
+    let out = flags.path("--out")?;
+    let time = source_date_epoch()?.unwrap_or(0);
+    squashfs::build_squashfs(&rootfs, &out, time).map_err(|e| e.to_string())?;
+    let (size, digest) =
+        image::sha256_file(&out).map_err(|e| format!("hashing the root image: {}: {e}", out.display()))?;
+    println!("{}: {size} bytes, sha256 {}", out.display(), hex::encode(&digest));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_date_epoch() -> Result<Option<u64>, String> {
+    let value = std::env::var_os("SOURCE_DATE_EPOCH");
+    let text = value.as_ref().map(|v| v.to_string_lossy().into_owned());
+    assemble::parse_source_date_epoch(text.as_deref()).map_err(|e| e.to_string())
+}
+
+fn missing(flag: &str) -> String {
+    format!("reading arguments: {flag}: required (see basalt-mkimage --help)")
+}
+
+/// `--flag VALUE`, `--flag=VALUE` and bare switches, each given at most once.
+struct Flags {
+    values: BTreeMap<&'static str, OsString>,
+    switches: Vec<&'static str>,
+}
+
+impl Flags {
+    fn parse(args: &[OsString], with_value: &[&'static str], switches: &[&'static str]) -> Result<Self, String> {
+        let mut flags = Flags {
+            values: BTreeMap::new(),
+            switches: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let text = arg.to_string_lossy();
+            let (name, inline) = match text.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(OsString::from(v))),
+                _ => (text.to_string(), None),
+            };
+            if let Some(flag) = switches.iter().find(|s| **s == name) {
+                if inline.is_some() {
+                    return Err(format!("reading arguments: {flag}: takes no value"));
+                }
+                flags.switches.push(flag);
+            } else if let Some(flag) = with_value.iter().find(|s| **s == name) {
+                let value = match inline {
+                    Some(v) => v,
+                    None => args
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| format!("reading arguments: {flag}: needs a value"))?,
+                };
+                if flags.values.insert(flag, value).is_some() {
+                    return Err(format!("reading arguments: {flag}: given twice"));
+                }
+            } else {
+                return Err(format!(
+                    "reading arguments: {name}: unknown option (see basalt-mkimage --help)"
+                ));
+            }
+        }
+        Ok(flags)
+    }
+
+    fn take(&mut self, flag: &str) -> Option<OsString> {
+        self.values.remove(flag)
+    }
+
+    fn path(&mut self, flag: &str) -> Result<PathBuf, String> {
+        self.take(flag).map(PathBuf::from).ok_or_else(|| missing(flag))
+    }
+
+    fn take_str(&mut self, flag: &str) -> Result<Option<String>, String> {
+        self.take(flag)
+            .map(|v| {
+                v.into_string()
+                    .map_err(|_| format!("reading arguments: {flag}: not UTF-8"))
+            })
+            .transpose()
+    }
+
+    fn switch(&self, flag: &str) -> bool {
+        self.switches.contains(&flag)
+    }
+}

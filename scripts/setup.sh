@@ -1,0 +1,45 @@
+#!/bin/sh
+# Installs what building and booting basalt needs, only where it is missing.
+# Safe to run again: it does nothing on a machine that has everything.
+#
+#   scripts/setup.sh            # Debian packages, Rust target, vhost-device-vsock
+set -eu
+
+say() { echo "setup: $*"; }
+
+need_pkgs=""
+want() { # want COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || need_pkgs="$need_pkgs $2"
+}
+want qemu-system-x86_64 qemu-system-x86
+want mksquashfs squashfs-tools
+want cpio cpio
+want busybox busybox-static
+want musl-gcc musl-tools
+want openssl openssl
+want file file
+want zstd zstd
+[ -f /usr/share/qemu/qboot.rom ] || need_pkgs="$need_pkgs qemu-system-data"
+
+if [ -n "$need_pkgs" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing packages:$need_pkgs (run as root, or install them)" >&2
+        exit 1
+    fi
+    say "installing$need_pkgs"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $need_pkgs >/dev/null
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    say "adding Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi
+
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$cargo_bin/vhost-device-vsock" ]; then
+    say "installing vhost-device-vsock 0.3.0 (userspace vsock device for QEMU)"
+    cargo install --locked --quiet vhost-device-vsock --version 0.3.0
+fi
