@@ -5,9 +5,15 @@
 #![deny(unsafe_code)]
 
 pub mod b64;
+pub mod backoff;
 pub mod cmdline;
+pub mod command;
+pub mod config;
+pub mod envelope;
 pub mod hex;
 pub mod json;
 pub mod keys;
+pub mod lockdown;
 pub mod manifest;
 pub mod pem;
+pub mod proto;

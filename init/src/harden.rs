@@ -96,13 +96,6 @@ pub fn apply_sysctls(proc_sys: &str, list: &[(&'static str, &str, Need)]) -> Sys
     report
 }
 
-/// The active level in `/sys/kernel/security/lockdown`, e.g. from
-/// `none [integrity] confidentiality` it is `integrity`.
-pub fn parse_lockdown(text: &str) -> Option<&str> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
-}
-
 #[derive(Debug)]
 pub enum LockdownError {
     Read {
@@ -151,7 +144,7 @@ pub fn raise_lockdown(path: &str, wanted: Lockdown) -> Result<String, LockdownEr
             path: path.into(),
             source,
         })?;
-        parse_lockdown(&text)
+        basalt_common::lockdown::active_level(&text)
             .map(str::to_string)
             .ok_or_else(|| LockdownError::Unparsable {
                 path: path.into(),
@@ -241,20 +234,6 @@ mod tests {
         let report = apply_sysctls(root, &list);
         assert_eq!(report.fatal().map(|f| f.key), Some("kernel.modules_disabled"));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn lockdown_parsing() {
-        let cases = [
-            ("[none] integrity confidentiality\n", Some("none")),
-            ("none [integrity] confidentiality", Some("integrity")),
-            ("none integrity [confidentiality]", Some("confidentiality")),
-            ("none integrity", None),
-            ("", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_lockdown(text), want, "{text:?}");
-        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! function with unit tests; the rest is exercised by the QEMU suite.
 #![deny(unsafe_code)]
 
-pub mod backoff;
 pub mod boot;
 pub mod clock;
 pub mod cmdline;

@@ -3,8 +3,7 @@
 #![deny(unsafe_code)]
 
 use basalt_init::{
-    backoff, boot::Boot, clock, cmdline, console, harden, image, log, loopdev, modules, mounts, report, supervise,
-    switchroot,
+    boot::Boot, clock, cmdline, console, harden, image, log, loopdev, modules, mounts, report, supervise, switchroot,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -130,7 +129,7 @@ fn boot_node(boot: &mut Boot) -> ! {
         handoff_at.saturating_sub(boot.init_start).as_secs_f64() * 1e3
     );
     drop(root);
-    supervise::run(&handoff, backoff::HANDOFF, params.shutdown_timeout)
+    supervise::run(&handoff, supervise::HANDOFF_BACKOFF, params.shutdown_timeout)
 }
 
 fn executable(path: &str) -> Result<(), String> {

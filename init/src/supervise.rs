@@ -5,9 +5,9 @@
 //! All signals stay blocked in PID1 and are taken synchronously with
 //! sigtimedwait, as tini does; children get a clean mask before exec.
 
-use crate::backoff::Backoff;
 use crate::shutdown::{self, Action};
 use crate::sys;
+use basalt_common::backoff::Backoff;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 /// The environment the handoff program starts with; nothing else leaks from
 /// the kernel's environment for init.
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The handoff program is the only way into the node: bring it back fast.
+pub const HANDOFF_BACKOFF: Backoff = Backoff {
+    initial_ms: 100,
+    max_ms: 10_000,
+    stable_after_ms: 30_000,
+};
 
 struct Running {
     pid: Pid,
@@ -42,7 +49,7 @@ pub fn run(handoff: &str, backoff: Backoff, shutdown_timeout: Duration) -> ! {
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
-                        let delay = backoff.delay(failures);
+                        let delay = Duration::from_millis(backoff.delay_ms(failures));
                         log::error!("start handoff {handoff}: {e}; retrying in {} ms", delay.as_millis());
                         next_start = Some(Instant::now() + delay);
                     }
@@ -63,8 +70,8 @@ pub fn run(handoff: &str, backoff: Backoff, shutdown_timeout: Duration) -> ! {
             match &running {
                 Some(r) if r.pid == pid => {
                     let ran = r.since.elapsed();
-                    failures = backoff.after_exit(failures, ran);
-                    let delay = backoff.delay(failures);
+                    failures = backoff.next_streak(failures, ran.as_millis() as u64);
+                    let delay = Duration::from_millis(backoff.delay_ms(failures));
                     log::warn!(
                         "handoff {handoff} (pid {pid}) {} after {:.1} s; restarting in {} ms",
                         describe(&status),

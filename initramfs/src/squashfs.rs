@@ -107,6 +107,9 @@ pub fn build_squashfs(rootfs: &Path, out: &Path, time: u64) -> Result<(), Squash
     }
     let output = Command::new("mksquashfs")
         .args(mksquashfs_args(rootfs, out, time))
+        // The times are passed explicitly; mksquashfs refuses to run when
+        // SOURCE_DATE_EPOCH is also in its environment.
+        .env_remove("SOURCE_DATE_EPOCH")
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|source| match source.kind() {

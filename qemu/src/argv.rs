@@ -37,6 +37,9 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
         Accelerator::Tcg => args.pair("-accel", "tcg").pair("-cpu", "max"),
     };
     args.pair("-smp", cfg.cpus.to_string()).pair("-m", mem);
+    if let Some(uuid) = &cfg.uuid {
+        args.pair("-uuid", uuid);
+    }
     if let Some(firmware) = &plan.firmware {
         args.pair("-bios", firmware);
     }

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: basalt-qemu --kernel FILE [--initrd FILE] [--append PARAMS]... [--mem MIB] [--cpus N]
                    [--accel auto|kvm|tcg] [--console-log FILE] [--prov-socket PATH]
-                   [--vsock-cid CID] [--work-dir DIR] [--disk FILE]...
+                   [--vsock-cid CID] [--work-dir DIR] [--disk FILE]... [--uuid UUID]
 
 Boots the kernel in the foreground with the console (ttyS0) on this terminal
 and exits with QEMU's status. --prov-socket puts the guest's ttyS1 on a unix
 socket; --vsock-cid starts vhost-device-vsock with its sockets in --work-dir
-(default: a temp dir). BASALT_ACCEL=auto|kvm|tcg overrides --accel.";
+(default: a temp dir). --uuid sets the SMBIOS system UUID the guest sees
+(default: random). BASALT_ACCEL=auto|kvm|tcg overrides --accel.";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cli {
@@ -29,11 +30,12 @@ pub struct Cli {
     pub vsock_cid: Option<u32>,
     pub work_dir: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
+    pub uuid: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    Run(Cli),
+    Run(Box<Cli>),
     Help,
 }
 
@@ -79,6 +81,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Us
         "--vsock-cid",
         "--work-dir",
         "--disk",
+        "--uuid",
     ];
     let mut cli = Cli::default();
     let mut kernel = None;
@@ -127,11 +130,12 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Us
             "--vsock-cid" => cli.vsock_cid = Some(number()?),
             "--work-dir" => cli.work_dir = Some(PathBuf::from(&value)),
             "--disk" => cli.disks.push(PathBuf::from(&value)),
+            "--uuid" => cli.uuid = Some(string()?),
             _ => unreachable!("every name in FLAGS has an arm"),
         }
     }
     cli.kernel = kernel.ok_or(UsageError::MissingKernel)?;
-    Ok(Parsed::Run(cli))
+    Ok(Parsed::Run(Box::new(cli)))
 }
 
 /// The VM the command line describes, console on this terminal.
@@ -155,6 +159,7 @@ pub fn to_config(cli: Cli) -> VmConfig {
     cfg.vsock_cid = cli.vsock_cid;
     cfg.work_dir = cli.work_dir;
     cfg.disks = cli.disks;
+    cfg.uuid = cli.uuid;
     cfg
 }
 
@@ -180,14 +185,15 @@ mod tests {
             vsock_cid: Some(5),
             work_dir: Some("/w".into()),
             disks: vec!["d1".into(), "d2".into()],
+            uuid: Some("u".into()),
         };
         let cases: Vec<(Vec<&str>, Result<Parsed, UsageError>)> = vec![
             (
                 vec!["--kernel", "k"],
-                Ok(Parsed::Run(Cli {
+                Ok(Parsed::Run(Box::new(Cli {
                     kernel: "k".into(),
                     ..Cli::default()
-                })),
+                }))),
             ),
             (
                 vec![
@@ -214,16 +220,18 @@ mod tests {
                     "--disk",
                     "d1",
                     "--disk=d2",
+                    "--uuid",
+                    "u",
                 ],
-                Ok(Parsed::Run(full)),
+                Ok(Parsed::Run(Box::new(full))),
             ),
             (
                 vec!["--append=x=y", "--kernel=k"],
-                Ok(Parsed::Run(Cli {
+                Ok(Parsed::Run(Box::new(Cli {
                     kernel: "k".into(),
                     append: vec!["x=y".into()],
                     ..Cli::default()
-                })),
+                }))),
             ),
             (vec!["--kernel", "k", "--help"], Ok(Parsed::Help)),
             (vec!["-h"], Ok(Parsed::Help)),
@@ -277,7 +285,7 @@ mod tests {
         ]) else {
             panic!("should parse");
         };
-        let cfg = to_config(cli);
+        let cfg = to_config(*cli);
         assert_eq!(cfg.cmdline(), "console=ttyS0 panic=-1 a=1 b=2");
         assert_eq!(cfg.memory_mib, 256);
         assert_eq!(cfg.vsock_cid, Some(7));

@@ -55,6 +55,10 @@ pub struct VmConfig {
     pub vsock_cid: Option<u32>,
     /// Raw disk images attached read-only as virtio disks: /dev/vda, vdb...
     pub disks: Vec<PathBuf>,
+    /// SMBIOS system UUID (`-uuid`): the node identity basalt-agent reports
+    /// when `basalt.node=` is not given. `None`: `Vm::start` picks a random
+    /// one, as a cloud gives every instance its own.
+    pub uuid: Option<String>,
     /// Holds the vsock sockets and the vsock daemon's log. `None`: a fresh
     /// directory under the system temp dir, removed when the VM is dropped.
     pub work_dir: Option<PathBuf>,
@@ -87,6 +91,7 @@ impl VmConfig {
             prov_socket: None,
             vsock_cid: None,
             disks: Vec::new(),
+            uuid: None,
             work_dir: None,
             accel_cache: std::env::var_os("BASALT_BUILD").map(|dir| Path::new(&dir).join("qemu-accel")),
             kvm_device: PathBuf::from("/dev/kvm"),
@@ -153,6 +158,11 @@ impl VmConfig {
         self
     }
 
+    pub fn uuid(mut self, uuid: impl Into<String>) -> Self {
+        self.uuid = Some(uuid.into());
+        self
+    }
+
     pub fn work_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.work_dir = Some(path.into());
         self
@@ -176,6 +186,29 @@ impl VmConfig {
     }
 }
 
+/// A random RFC 4122 version-4 UUID, from the kernel's random source.
+pub fn random_uuid() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(format_uuid(b))
+}
+
+/// Formats 16 bytes as a version-4, variant-1 UUID.
+pub fn format_uuid(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +225,14 @@ mod tests {
             let cfg = appends.iter().fold(VmConfig::new("k"), |cfg, a| cfg.append(a));
             assert_eq!(cfg.cmdline(), *want, "appends {appends:?}");
         }
+    }
+
+    #[test]
+    fn uuid_format() {
+        assert_eq!(format_uuid([0; 16]), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(format_uuid([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let a = random_uuid().unwrap();
+        assert_eq!(a.len(), 36);
+        assert_ne!(a, random_uuid().unwrap());
     }
 }

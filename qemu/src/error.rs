@@ -29,6 +29,10 @@ pub enum QemuError {
     BadAccelEnv {
         value: String,
     },
+    /// Reading /dev/urandom for a VM's UUID failed.
+    Uuid {
+        source: io::Error,
+    },
     /// A unix socket path longer than `sockaddr_un.sun_path` allows.
     SocketPathTooLong {
         path: PathBuf,
@@ -125,6 +129,7 @@ impl fmt::Display for QemuError {
             BadAccelEnv { value } => {
                 write!(f, "BASALT_ACCEL={value:?} is not one of auto, kvm, tcg")
             }
+            Uuid { source } => write!(f, "reading /dev/urandom for the VM's UUID: {source}"),
             SocketPathTooLong { path } => write!(
                 f,
                 "unix socket path {} is {} bytes, longer than the 107 a socket address holds: use a shorter work dir",

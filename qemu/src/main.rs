@@ -19,7 +19,7 @@ fn main() {
 
 fn run() -> i32 {
     let cli = match cli::parse_args(std::env::args_os().skip(1)) {
-        Ok(cli::Parsed::Run(cli)) => cli,
+        Ok(cli::Parsed::Run(cli)) => *cli,
         Ok(cli::Parsed::Help) => {
             println!("{}", cli::USAGE);
             return 0;

@@ -40,6 +40,7 @@ pub struct Vm {
     started: Instant,
     prov_socket: Option<PathBuf>,
     vsock_uds: Option<PathBuf>,
+    uuid: Option<String>,
     // Dropped in this order after `Drop::drop` stopped QEMU: the daemon,
     // then the work dir holding its sockets.
     daemon: Mutex<Option<DaemonGuard>>,
@@ -49,8 +50,11 @@ pub struct Vm {
 impl Vm {
     /// Checks the inputs, settles the accelerator (see [`crate::accel`]),
     /// starts vhost-device-vsock if vsock is asked for, then QEMU.
-    pub fn start(cfg: VmConfig) -> Result<Vm, QemuError> {
+    pub fn start(mut cfg: VmConfig) -> Result<Vm, QemuError> {
         check_inputs(&cfg)?;
+        if cfg.uuid.is_none() {
+            cfg.uuid = Some(crate::config::random_uuid().map_err(|source| QemuError::Uuid { source })?);
+        }
         let qemu = find_program(&cfg.qemu_program, std::env::var_os("PATH").as_deref(), &[]).ok_or_else(|| {
             QemuError::ProgramNotFound {
                 program: "qemu-system-x86_64",
@@ -116,6 +120,7 @@ impl Vm {
             started: Instant::now(),
             prov_socket: cfg.prov_socket.clone(),
             vsock_uds: daemon.as_ref().map(|d| d.0.uds_path.clone()),
+            uuid: cfg.uuid.clone(),
             daemon: Mutex::new(daemon),
             work_dir,
         };
@@ -155,6 +160,11 @@ impl Vm {
     /// When QEMU was started.
     pub fn started_at(&self) -> Instant {
         self.started
+    }
+
+    /// The SMBIOS system UUID the guest sees (its default node identity).
+    pub fn uuid(&self) -> Option<&str> {
+        self.uuid.as_deref()
     }
 
     /// The unix socket behind the guest's ttyS1 (see [`crate::connect_prov`]).

@@ -1,0 +1,116 @@
+# basalt — build, boot and test an immutable Kubernetes node host.
+#
+#   make run      build everything and boot a node in QEMU (the demo)
+#   make test     every test: lint, unit, host-level and QEMU suites
+#   make image    build/vmlinuz + build/initramfs.img
+#   make kernel-check KCONFIG=path   check a kernel config against kernel-config/basalt.config
+#   make bench    benchmarks (bench/results.md)
+#
+# Overrides: KERNEL=vmlinuz MODULES_DIR=lib/modules/<release> KCONFIG=config
+# (default: the Debian kernel, fetched into build/kernel on first use).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := image
+
+BUILD       ?= build
+B           := $(abspath $(BUILD))
+TARGET      := x86_64-unknown-linux-musl
+CARGO       ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CC_x86_64_unknown_linux_musl := musl-gcc
+
+KERNEL      ?= $(B)/kernel/vmlinuz
+MODULES_DIR ?= $(B)/kernel/modules
+KCONFIG     ?= $(B)/kernel/config
+FRAGMENT    := $(abspath kernel-config/basalt.config)
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Reproducible images: every timestamp in the squashfs and cpio is this.
+export SOURCE_DATE_EPOCH ?= 0
+
+HOST_BIN    := $(abspath target/release)
+NODE_BIN    := $(abspath target/$(TARGET)/release)
+MKIMAGE     := $(HOST_BIN)/basalt-mkimage
+BASALTCTL   := $(HOST_BIN)/basaltctl
+QEMU        := $(HOST_BIN)/basalt-qemu
+
+.PHONY: setup kernel host-tools keys node-bins rootfs image run boot test lint unit vmtest \
+        kernel-check bench fuzz clean
+
+setup:
+	@scripts/setup.sh
+
+# The Debian kernel package, unmodified, unless KERNEL= says otherwise.
+kernel: setup
+	@if [ "$(KERNEL)" = "$(B)/kernel/vmlinuz" ]; then kernel-config/fetch-kernel.sh $(B); fi
+	@test -f "$(KERNEL)" || { echo "kernel $(KERNEL) not found" >&2; exit 1; }
+
+host-tools: setup
+	$(CARGO) build --release --locked -p basalt-mkimage -p basaltctl -p basalt-qemu
+
+# Development keys: generated once per build directory, never committed.
+# image.key signs the image manifest (its public half is compiled into
+# basalt-init); config.key signs node configs (its public half is in the image).
+keys: host-tools
+	@mkdir -p $(B)/keys
+	@[ -f $(B)/keys/image.key ] || $(BASALTCTL) keygen --out $(B)/keys/image
+	@[ -f $(B)/keys/config.key ] || $(BASALTCTL) keygen --out $(B)/keys/config
+
+node-bins: keys
+	BASALT_IMAGE_PUBKEY=$(B)/keys/image.pub $(CARGO) build --release --locked --target $(TARGET) \
+	    -p basalt-init -p basalt-agent -p kubelet-standin -p basalt-fixtures
+	@mkdir -p $(B)/bin
+	@for b in basalt-init basalt-agent kubelet basalt-checker; do cp $(NODE_BIN)/$$b $(B)/bin/; done
+	@for b in basalt-mkimage basaltctl basalt-qemu; do cp $(HOST_BIN)/$$b $(B)/bin/; done
+
+# The default root filesystem: the agent, the kubelet stand-in, the dev
+# config key. Mount points for what basalt-init mounts over it.
+rootfs: node-bins
+	@rm -rf $(B)/rootfs && mkdir -p $(B)/rootfs
+	@cd $(B)/rootfs && mkdir -p proc sys dev run tmp var etc/basalt/trusted-keys sbin usr/bin
+	install -m 0755 $(B)/bin/basalt-agent $(B)/rootfs/sbin/basalt-agent
+	install -m 0755 $(B)/bin/kubelet $(B)/rootfs/usr/bin/kubelet
+	install -m 0644 $(B)/keys/config.pub $(B)/rootfs/etc/basalt/trusted-keys/dev.pub
+	@printf 'NAME=basalt\nID=basalt\nVERSION_ID=%s\n' "$(VERSION)" > $(B)/rootfs/etc/os-release
+
+image: kernel rootfs
+	$(MKIMAGE) build --init $(B)/bin/basalt-init --rootfs $(B)/rootfs \
+	    --modules-dir $(MODULES_DIR) --kconfig $(KCONFIG) --fragment $(FRAGMENT) \
+	    --key $(B)/keys/image.key --version $(VERSION) \
+	    --image-out $(B)/root.sqsh --manifest-out $(B)/manifest --out $(B)/initramfs.img
+	@cp $(KERNEL) $(B)/vmlinuz
+	@echo "image: $(BUILD)/vmlinuz $(BUILD)/initramfs.img"
+
+kernel-check: host-tools
+	@if [ "$(KCONFIG)" = "$(B)/kernel/config" ]; then $(MAKE) --no-print-directory kernel; fi
+	$(MKIMAGE) kernel-check --kconfig $(KCONFIG) --fragment $(FRAGMENT) \
+	    $(if $(wildcard $(MODULES_DIR)),--modules-dir $(MODULES_DIR))
+
+# The demo: boot, provision over serial with the dev key, show kubelet, power off.
+run: image
+	@scripts/demo.sh $(B)
+
+# Just boot, console on this terminal (Ctrl-C stops QEMU).
+boot: image
+	BASALT_BUILD=$(B) $(QEMU) --kernel $(B)/vmlinuz --initrd $(B)/initramfs.img \
+	    --append "quiet basalt.on_error=poweroff" --prov-socket $(B)/prov.sock --vsock-cid 4
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Unit and host-level tests. basalt-qemu's own tests boot a busybox guest on
+# the kernel, so the kernel comes first.
+unit: kernel
+	BASALT_KERNEL=$(KERNEL) BASALT_KERNEL_MODULES=$(MODULES_DIR) \
+	    $(CARGO) test --locked --workspace --exclude basalt-tests
+
+# The QEMU suite: boots real images built from $(BUILD).
+vmtest: image
+	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) \
+	    $(CARGO) test --locked -p basalt-tests -- --test-threads=2
+
+test: lint unit vmtest
+
+clean:
+	rm -rf $(BUILD) target

@@ -1,0 +1,602 @@
+//! The agent's state and its answer to each request.
+//!
+//! Everything that changes the node goes through [`Agent::handle`], which
+//! checks a request completely before it changes anything: signature first
+//! (before a byte of the payload is parsed), then the payload's kind,
+//! schema, node binding, generation floor or nonce, then the filesystem.
+
+use crate::clock::{self, NS_PER_MS};
+use crate::files::{self, FileError};
+use crate::identity::NodeIdentity;
+use crate::logs::{self, Echo};
+use crate::node_info;
+use crate::nonce::{self, NonceBook};
+use crate::settings::{BootParams, Settings};
+use crate::state::{self, SavedApply, SavedState};
+use crate::supervisor::Supervisor;
+use basalt_common::command::{Command, CommandError, CommandKind};
+use basalt_common::config::{self, ApplyContext, Config, ConfigError};
+use basalt_common::envelope::{SignedEnvelope, VerifyError};
+use basalt_common::json;
+use basalt_common::keys::PublicKey;
+use basalt_common::proto::{self, ErrorCode, Frame, Op, MAX_FRAME};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// How often service logs are echoed to the console and trimmed.
+const LOG_PUMP_NS: u64 = 200 * NS_PER_MS;
+
+type Reply = Result<Value, (ErrorCode, String)>;
+
+/// The config in force.
+#[derive(Debug)]
+struct Applied {
+    config: Config,
+    envelope: SignedEnvelope,
+    digest: String,
+    key_id: String,
+    received_ns: u64,
+    applied_unix: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Poweroff,
+    Reboot,
+}
+
+impl Shutdown {
+    fn name(self) -> &'static str {
+        match self {
+            Shutdown::Poweroff => "poweroff",
+            Shutdown::Reboot => "reboot",
+        }
+    }
+
+    /// Init's contract: SIGTERM powers off, SIGINT reboots.
+    fn signal(self) -> Signal {
+        match self {
+            Shutdown::Poweroff => Signal::SIGTERM,
+            Shutdown::Reboot => Signal::SIGINT,
+        }
+    }
+}
+
+/// What `status` says about the channels.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelInfo {
+    pub serial: Option<PathBuf>,
+    pub vsock_port: Option<u32>,
+    pub unix: Option<PathBuf>,
+}
+
+pub struct Agent {
+    settings: Settings,
+    identity: NodeIdentity,
+    trusted: Vec<PublicKey>,
+    channels: ChannelInfo,
+    nonces: NonceBook,
+    rng: ring::rand::SystemRandom,
+    applied: Option<Applied>,
+    /// The highest generation applied this boot.
+    floor: Option<u64>,
+    supervisor: Supervisor,
+    echoes: Vec<Echo>,
+    next_pump_ns: u64,
+    shutdown: Option<Shutdown>,
+    init_signalled: bool,
+    exit_when_stopped: bool,
+    state_dirty: bool,
+}
+
+impl Agent {
+    /// Builds the agent, recovering what a previous agent of this boot
+    /// recorded (config, generation floor, running services).
+    pub fn new(settings: Settings, boot: &BootParams, identity: NodeIdentity, trusted: Vec<PublicKey>) -> Self {
+        let channels = ChannelInfo {
+            serial: boot.serial.clone(),
+            vsock_port: boot.vsock_port,
+            unix: settings.listen_unix.clone(),
+        };
+        let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
+        let mut agent = Agent {
+            settings,
+            identity,
+            trusted,
+            channels,
+            nonces: NonceBook::default(),
+            rng: ring::rand::SystemRandom::new(),
+            applied: None,
+            floor: None,
+            supervisor,
+            echoes: Vec::new(),
+            next_pump_ns: 0,
+            shutdown: None,
+            init_signalled: false,
+            exit_when_stopped: false,
+            state_dirty: false,
+        };
+        agent.recover();
+        agent
+    }
+
+    fn recover(&mut self) {
+        let path = self.settings.state_file();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::info!("no saved state: starting in maintenance mode");
+                return;
+            }
+            Err(e) => {
+                log::error!("cannot read {}: {e}; starting in maintenance mode", path.display());
+                return;
+            }
+        };
+        let saved = match SavedState::parse(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("{} is corrupt ({e}); starting in maintenance mode", path.display());
+                return;
+            }
+        };
+        self.floor = saved.floor;
+        let now = clock::now_ns();
+        let Some(sa) = saved.applied else {
+            // No config, but processes of a removed config may still be stopping.
+            self.supervisor.restore(&[], &saved.services, now);
+            return;
+        };
+        // The state file is ours, on tmpfs, but the config it holds is checked
+        // as if it had just arrived: only a verified config starts services.
+        let recovered = sa
+            .envelope
+            .verify(&self.trusted)
+            .map_err(|e| e.to_string())
+            .map(|key| key.key_id())
+            .and_then(|key_id| {
+                config::parse_config(&sa.envelope.payload)
+                    .map(|c| (c, key_id))
+                    .map_err(|e| e.to_string())
+            });
+        match recovered {
+            Ok((config, key_id)) => {
+                log::info!(
+                    "recovered generation {} from {}; the agent restarted",
+                    config.generation,
+                    path.display()
+                );
+                self.supervisor.restore(&config.services, &saved.services, now);
+                self.applied = Some(Applied {
+                    digest: sa.envelope.digest(),
+                    key_id,
+                    envelope: sa.envelope,
+                    config,
+                    received_ns: sa.received_ns,
+                    applied_unix: sa.applied_unix,
+                });
+            }
+            Err(why) => {
+                log::error!(
+                    "saved config rejected ({why}); stopping its services, generation floor {:?} kept",
+                    self.floor
+                );
+                let mut orphans = saved.services.clone();
+                orphans.iter_mut().for_each(|s| s.retiring = true);
+                self.supervisor.restore(&[], &orphans, now);
+            }
+        }
+        self.sync_echoes();
+        self.state_dirty = true;
+    }
+
+    /// Answers one frame with one response line.
+    pub fn handle(&mut self, frame: Frame, received_ns: u64) -> Vec<u8> {
+        let line = match frame {
+            Frame::TooLarge { len } => {
+                let msg = format!("request line of {len} bytes exceeds the {MAX_FRAME}-byte limit; discarded");
+                log::warn!("rejected a request: frame_too_large: {msg}");
+                return proto::error_line(&Value::Null, ErrorCode::FrameTooLarge, &msg);
+            }
+            Frame::Line(line) => line,
+        };
+        let req = match proto::parse_request(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("rejected a request: {}: {}", e.code, e.message);
+                return proto::error_line(&e.id, e.code, &e.message);
+            }
+        };
+        let op = req.op.name();
+        let reply = match req.op {
+            Op::Status => Ok(self.status(received_ns)),
+            Op::Logs { source, tail, since } => self.logs(&source, tail, since),
+            Op::Apply { envelope } => self.apply(envelope, received_ns),
+            Op::Reboot { envelope } => self.command(CommandKind::Reboot, envelope, received_ns),
+            Op::Poweroff { envelope } => self.command(CommandKind::Poweroff, envelope, received_ns),
+        };
+        match reply {
+            Ok(result) => proto::ok_line(&req.id, result),
+            Err((code, message)) => {
+                log::warn!("rejected {op} (id {}): {code}: {message}", req.id);
+                proto::error_line(&req.id, code, &message)
+            }
+        }
+    }
+
+    fn verify<'k>(&'k self, envelope: &SignedEnvelope) -> Result<&'k PublicKey, (ErrorCode, String)> {
+        envelope.verify(&self.trusted).map_err(|e| match e {
+            VerifyError::UnknownKey { .. } => (ErrorCode::UnknownKey, e.to_string()),
+            VerifyError::BadSignature { .. } => (ErrorCode::BadSignature, e.to_string()),
+        })
+    }
+
+    fn node_id(&self) -> Result<String, (ErrorCode, String)> {
+        match &self.identity {
+            NodeIdentity::Known { id, .. } => Ok(id.clone()),
+            NodeIdentity::Unknown { reason } => Err((ErrorCode::NoNodeIdentity, reason.clone())),
+        }
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), (ErrorCode, String)> {
+        match self.shutdown {
+            Some(s) => Err((
+                ErrorCode::ShuttingDown,
+                format!("the node is shutting down ({})", s.name()),
+            )),
+            None if self.exit_when_stopped => Err((ErrorCode::ShuttingDown, "the agent is stopping".into())),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, envelope: SignedEnvelope, received_ns: u64) -> Reply {
+        self.refuse_if_shutting_down()?;
+        let key_id = self.verify(&envelope)?.key_id();
+        let config = config::parse_config(&envelope.payload).map_err(config_error)?;
+        let node = self.node_id()?;
+        let ctx = ApplyContext {
+            node: &node,
+            applied_generation: self.floor,
+        };
+        config.check_applicable(&ctx).map_err(config_error)?;
+        check_programs(&config)?;
+        files::preflight(&self.settings.root, &config.files).map_err(file_error)?;
+
+        // Nothing has changed yet. From here on: stage files, set the
+        // hostname, then rename the files into place.
+        let staged = files::stage(&self.settings.root, &config.files).map_err(file_error)?;
+        if let Err(why) = self.set_hostname(&config.hostname) {
+            staged.abort();
+            return Err((ErrorCode::ApplyFailed, why));
+        }
+        staged.commit().map_err(file_error)?;
+
+        let plan = self.supervisor.apply(&config.services, received_ns);
+        let digest = envelope.digest();
+        log::info!(
+            "applied generation {} (config {}, signed by key {key_id}): start {:?}, restart {:?}, stop {:?}, unchanged {:?}",
+            config.generation,
+            &digest[..16],
+            plan.started,
+            plan.restarted,
+            plan.stopped,
+            plan.unchanged
+        );
+        let result = json!({
+            "generation": config.generation,
+            "digest": digest,
+            "key_id": key_id,
+            "node": node,
+            "services": plan.to_json(),
+        });
+        self.floor = Some(config.generation);
+        self.applied = Some(Applied {
+            config,
+            envelope,
+            digest,
+            key_id,
+            received_ns,
+            applied_unix: clock::unix_secs(),
+        });
+        self.sync_echoes();
+        // Recorded before anything starts, so a crash from here on still
+        // knows the new generation; tick() starts the services and records
+        // their pids at once.
+        self.save_state();
+        self.tick(clock::now_ns());
+        Ok(result)
+    }
+
+    fn set_hostname(&self, name: &str) -> Result<(), String> {
+        match &self.settings.hostname_file {
+            Some(path) => state::write_atomic(path, format!("{name}\n").as_bytes(), 0o644)
+                .map_err(|e| format!("cannot write hostname to {}: {e}", path.display())),
+            None => nix::unistd::sethostname(name).map_err(|e| format!("sethostname({name:?}): {}", e.desc())),
+        }
+    }
+
+    fn command(&mut self, kind: CommandKind, envelope: SignedEnvelope, now: u64) -> Reply {
+        let key_id = self.verify(&envelope)?.key_id();
+        let cmd = Command::parse(&envelope.payload, kind).map_err(|e| match e {
+            CommandError::WrongKind { .. } => (ErrorCode::WrongKind, e.to_string()),
+            CommandError::Json(_) => (ErrorCode::BadRequest, e.to_string()),
+        })?;
+        let node = self.node_id()?;
+        if cmd.node != node {
+            return Err((
+                ErrorCode::WrongNode,
+                format!("command is for node {:?}, this node is {node:?}", cmd.node),
+            ));
+        }
+        self.nonces
+            .consume(&cmd.nonce, now)
+            .map_err(|e| (ErrorCode::BadNonce, e.to_string()))?;
+        // After the nonce check, so a replay is reported as one even mid-shutdown.
+        self.refuse_if_shutting_down()?;
+        let shutdown = match kind {
+            CommandKind::Reboot => Shutdown::Reboot,
+            CommandKind::Poweroff => Shutdown::Poweroff,
+        };
+        log::warn!(
+            "signed {} accepted (key {key_id}): stopping services in reverse order, then signalling init (pid {})",
+            shutdown.name(),
+            self.settings.init_pid
+        );
+        let stopping: Vec<String> = self
+            .supervisor
+            .services()
+            .iter()
+            .rev()
+            .map(|s| s.spec.name.clone())
+            .collect();
+        self.shutdown = Some(shutdown);
+        self.supervisor.stop_all();
+        Ok(json!({"accepted": shutdown.name(), "stopping": stopping}))
+    }
+
+    fn logs(&self, source: &str, tail: u64, since: Option<u64>) -> Reply {
+        let named_ok = config::RESERVED_SERVICE_NAMES.contains(&source) || config::check_service_name(source).is_ok();
+        let path = logs::log_path(&self.settings.log_dir(), source);
+        let not_found = || {
+            (
+                ErrorCode::NotFound,
+                format!("no log named {source:?} (services, \"agent\" and \"init\" have logs)"),
+            )
+        };
+        if !named_ok {
+            return Err(not_found());
+        }
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err((ErrorCode::Internal, format!("cannot open {}: {e}", path.display()))),
+        };
+        let chunk = match since {
+            Some(cursor) => logs::read_since(&file, cursor),
+            None => logs::read_tail(&file, tail as usize),
+        }
+        .map_err(|e| (ErrorCode::Internal, format!("cannot read {}: {e}", path.display())))?;
+        Ok(json!({
+            "source": source,
+            "lines": chunk.lines,
+            "cursor": chunk.cursor,
+            "truncated": chunk.truncated,
+        }))
+    }
+
+    fn status(&mut self, now: u64) -> Value {
+        let nonce = nonce::fresh(&self.rng);
+        if let Some(n) = &nonce {
+            self.nonces.issue(n.clone(), now);
+        }
+        let boot = read_boot_report(&self.settings.boot_report());
+        let state = match (&self.applied, self.supervisor.degraded()) {
+            (None, _) => "maintenance",
+            (Some(_), true) => "degraded",
+            (Some(_), false) => "configured",
+        };
+        let (node, node_source, node_problem) = match &self.identity {
+            NodeIdentity::Known { id, source } => (Some(id.clone()), Some(*source), None),
+            NodeIdentity::Unknown { reason } => (None, None, Some(reason.clone())),
+        };
+        let init_status = self.settings.proc_path(&format!("{}/status", self.settings.init_pid));
+        json!({
+            "state": state,
+            "node": node,
+            "node_source": node_source,
+            "node_problem": node_problem,
+            "agent_version": env!("CARGO_PKG_VERSION"),
+            "kernel": node_info::kernel_release(&self.settings.proc_dir),
+            "image": boot.as_ref().and_then(|b| b.get("image")).cloned(),
+            "lockdown": node_info::lockdown(&self.settings.lockdown()),
+            "boot": boot,
+            "config": self.applied.as_ref().map(|a| json!({
+                "generation": a.config.generation,
+                "digest": a.digest,
+                "key_id": a.key_id,
+                "hostname": a.config.hostname,
+                "applied_unix": a.applied_unix,
+                "received_ms": clock::ms(a.received_ns),
+            })),
+            "generation_floor": self.floor,
+            "services": self.supervisor.status(now),
+            "apply_to_exec_ms": self.supervisor.apply_to_exec(),
+            "agent_peak_rss_kib": node_info::peak_rss_kib(&self.settings.proc_path("self/status")),
+            "init_peak_rss_kib": node_info::peak_rss_kib(&init_status),
+            "trusted_keys": self.trusted.iter().map(|k| k.key_id()).collect::<Vec<_>>(),
+            "channels": {
+                "serial": self.channels.serial.as_ref().map(|p| p.display().to_string()),
+                "vsock_port": self.channels.vsock_port,
+                "unix": self.channels.unix.as_ref().map(|p| p.display().to_string()),
+            },
+            "shutting_down": self.shutdown.map(Shutdown::name),
+            "now_ms": clock::ms(now),
+            "nonce": nonce,
+        })
+    }
+
+    /// SIGTERM or SIGINT to the agent: stop the services, then exit.
+    pub fn request_exit(&mut self) {
+        if !self.exit_when_stopped {
+            log::info!("asked to exit: stopping services in reverse order");
+        }
+        self.exit_when_stopped = true;
+        self.supervisor.stop_all();
+    }
+
+    /// Echoes what the services wrote last, before the agent exits.
+    pub fn final_log_pump(&mut self) {
+        self.pump_logs();
+    }
+
+    /// The agent may exit now.
+    pub fn done(&self) -> bool {
+        self.exit_when_stopped && self.supervisor.all_stopped()
+    }
+
+    pub fn supervisor_mut(&mut self) -> &mut Supervisor {
+        &mut self.supervisor
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Drives everything that runs on time: service starts and stops, the
+    /// log pump, the state file, and the final signal to init.
+    pub fn tick(&mut self, now: u64) {
+        self.supervisor.tick(now);
+        // Straight after starts and stops, so the pids on record are current.
+        if self.supervisor.take_changed() || self.state_dirty {
+            self.save_state();
+        }
+        if now >= self.next_pump_ns {
+            self.pump_logs();
+            self.next_pump_ns = now + LOG_PUMP_NS;
+        }
+        if let Some(shutdown) = self.shutdown {
+            if !self.init_signalled && self.supervisor.all_stopped() {
+                self.init_signalled = true;
+                let init = Pid::from_raw(self.settings.init_pid);
+                match kill(init, shutdown.signal()) {
+                    Ok(()) => log::warn!(
+                        "services stopped; sent {} to init (pid {init}) for {}",
+                        shutdown.signal(),
+                        shutdown.name()
+                    ),
+                    Err(e) => log::error!("cannot signal init (pid {init}) for {}: {}", shutdown.name(), e.desc()),
+                }
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has something to do.
+    pub fn next_wakeup(&self) -> u64 {
+        let pump = self.next_pump_ns;
+        self.supervisor.next_deadline().map_or(pump, |d| d.min(pump))
+    }
+
+    fn sync_echoes(&mut self) {
+        let Some(applied) = &self.applied else { return };
+        let dir = self.settings.log_dir();
+        for s in &applied.config.services {
+            if !self.echoes.iter().any(|e| e.source() == s.name) {
+                self.echoes.push(Echo::new(&s.name, logs::log_path(&dir, &s.name)));
+            }
+        }
+    }
+
+    fn pump_logs(&mut self) {
+        let mut budget = logs::ECHO_BUDGET;
+        let mut console = std::io::stderr().lock();
+        for echo in &mut self.echoes {
+            if let Err(e) = echo.pump(&mut budget, &mut console) {
+                log::warn!("cannot echo the {} log: {e}", echo.source());
+            }
+        }
+        drop(console);
+        let dir = self.settings.log_dir();
+        let sources = self
+            .echoes
+            .iter()
+            .map(|e| e.source().to_string())
+            .chain(["agent".to_string()]);
+        for source in sources {
+            let path = logs::log_path(&dir, &source);
+            if let Ok(file) = logs::open_for_trim(&path) {
+                if let Err(e) = logs::trim(&file, self.settings.log_cap) {
+                    log::warn!("cannot trim {}: {e}", path.display());
+                }
+            }
+        }
+    }
+
+    fn save_state(&mut self) {
+        let saved = SavedState {
+            floor: self.floor,
+            applied: self.applied.as_ref().map(|a| SavedApply {
+                envelope: a.envelope.clone(),
+                received_ns: a.received_ns,
+                applied_unix: a.applied_unix,
+            }),
+            services: self.supervisor.snapshot(),
+        };
+        let bytes = serde_json::to_vec(&saved.to_json()).unwrap_or_default();
+        let path = self.settings.state_file();
+        match state::write_atomic(&path, &bytes, 0o600) {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => log::error!("cannot save state to {}: {e}", path.display()),
+        }
+    }
+}
+
+fn config_error(e: ConfigError) -> (ErrorCode, String) {
+    let code = match e {
+        ConfigError::WrongKind { .. } => ErrorCode::WrongKind,
+        ConfigError::Invalid(_) => ErrorCode::InvalidConfig,
+        ConfigError::WrongNode { .. } => ErrorCode::WrongNode,
+        ConfigError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+    };
+    (code, e.to_string())
+}
+
+fn file_error(e: FileError) -> (ErrorCode, String) {
+    match &e {
+        FileError::Unsafe { index, why, .. } => (
+            ErrorCode::InvalidConfig,
+            format!("{}.path: {why}", json::index("$.files", *index)),
+        ),
+        FileError::Io { .. } => (ErrorCode::ApplyFailed, e.to_string()),
+    }
+}
+
+/// Each service's program must exist and be executable on this node: a
+/// typo is refused with the config rather than found by a crash loop.
+/// Services are kept in start order, so the path names the service.
+fn check_programs(config: &Config) -> Result<(), (ErrorCode, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    for s in &config.services {
+        let program = &s.exec[0];
+        let why = match std::fs::metadata(program) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => continue,
+            Ok(_) => "is not an executable file",
+            Err(_) => "does not exist on this node",
+        };
+        let path = format!("$.services[?(@.name=={:?})].exec[0]", s.name);
+        return Err((ErrorCode::InvalidConfig, format!("{path}: {program} {why}")));
+    }
+    Ok(())
+}
+
+fn read_boot_report(path: &std::path::Path) -> Option<Value> {
+    let bytes = std::fs::read(path).ok()?;
+    match json::parse_strict(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!("boot report {} is not JSON: {e}", path.display());
+            None
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The event loop: one thread, one `poll(2)` over signals, listeners,
+//! connections, the serial port and the pidfds of adopted services.
+//!
+//! Channels are independent: each has its own frame reader (bounded by the
+//! frame cap) and its own output buffer, every descriptor is non-blocking,
+//! and one poll round reads at most one buffer's worth per channel. A client
+//! that sends garbage gets error frames; one that stops reading gets its
+//! output buffered up to a bound and is then dropped; neither delays the
+//! others. The serial port has no connections: whatever arrives is framed,
+//! answered and resynchronised at the next newline.
+
+use crate::agent::Agent;
+use crate::clock::{self, NS_PER_MS};
+use crate::sys;
+use basalt_common::proto::{FrameReader, MAX_FRAME};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
+use nix::sys::termios::{self, BaudRate, SetArg};
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Simultaneous stream connections; the least recently active one makes room.
+const MAX_CONNS: usize = 16;
+/// A connection silent for this long is closed.
+const IDLE_NS: u64 = 600_000 * NS_PER_MS;
+/// Output a client has not read beyond this drops the connection.
+const MAX_PENDING_OUT: usize = 4 << 20;
+/// Bytes read from one channel per poll round.
+const READ_CHUNK: usize = 64 * 1024;
+/// Retry period for a serial port or vsock listener that could not be opened.
+const RETRY_NS: u64 = 2_000 * NS_PER_MS;
+
+/// Why the agent could not set up its event loop.
+#[derive(Debug)]
+pub enum ServerError {
+    BlockSignals(Errno),
+    SignalFd(Errno),
+    ListenUnix { path: PathBuf, err: std::io::Error },
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::BlockSignals(e) => write!(f, "cannot block signals: {}", e.desc()),
+            ServerError::SignalFd(e) => write!(f, "cannot create a signalfd: {}", e.desc()),
+            ServerError::ListenUnix { path, err } => write!(f, "cannot listen on {}: {err}", path.display()),
+        }
+    }
+}
+
+/// Blocks the signals the loop reads through a signalfd. Must run before the
+/// first child is started, so no SIGCHLD can be missed.
+pub fn take_signals() -> Result<SignalFd, ServerError> {
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(sig);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(ServerError::BlockSignals)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(ServerError::SignalFd)
+}
+
+/// One byte stream speaking the protocol.
+struct Conn {
+    id: u64,
+    label: String,
+    fd: OwnedFd,
+    reader: FrameReader,
+    out: Vec<u8>,
+    last_active_ns: u64,
+    closed: bool,
+}
+
+impl Conn {
+    fn new(id: u64, label: String, fd: OwnedFd, now: u64) -> Self {
+        Conn {
+            id,
+            label,
+            fd,
+            reader: FrameReader::new(MAX_FRAME),
+            out: Vec::new(),
+            last_active_ns: now,
+            closed: false,
+        }
+    }
+
+    /// Reads what is there, answers every complete frame. Returns false on
+    /// end of stream or error.
+    fn read_and_answer(&mut self, buf: &mut [u8], agent: &mut Agent, now: u64) -> bool {
+        match nix::unistd::read(self.fd.as_raw_fd(), buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.last_active_ns = now;
+                for frame in self.reader.feed(&buf[..n]) {
+                    let reply = agent.handle(frame, now);
+                    self.out.extend_from_slice(&reply);
+                }
+                true
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => true,
+            Err(e) => {
+                log::info!("{}: read failed: {}", self.label, e.desc());
+                false
+            }
+        }
+    }
+
+    /// Writes as much pending output as the descriptor takes. Returns false
+    /// if the peer is gone.
+    fn flush(&mut self) -> bool {
+        while !self.out.is_empty() {
+            match nix::unistd::write(&self.fd, &self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::info!("{}: write failed: {}", self.label, e.desc());
+                    return false;
+                }
+            }
+        }
+        if self.out.capacity() > READ_CHUNK && self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        true
+    }
+}
+
+struct Listener {
+    label: String,
+    fd: OwnedFd,
+}
+
+/// The serial port: always "connected", reopened if it fails.
+struct Serial {
+    path: PathBuf,
+    port: Option<Conn>,
+    retry_at_ns: u64,
+    failing: bool,
+}
+
+enum Token {
+    Signals,
+    Listener(usize),
+    Conn(u64),
+    Serial,
+    Pidfd(Pid),
+}
+
+pub struct Server {
+    signals: SignalFd,
+    listeners: Vec<Listener>,
+    conns: Vec<Conn>,
+    serial: Option<Serial>,
+    vsock_port: Option<u32>,
+    vsock_retry_at_ns: u64,
+    vsock_failing: bool,
+    next_id: u64,
+    buf: Vec<u8>,
+}
+
+impl Server {
+    pub fn new(
+        signals: SignalFd,
+        unix: Option<&Path>,
+        serial: Option<&Path>,
+        vsock_port: Option<u32>,
+    ) -> Result<Self, ServerError> {
+        let mut server = Server {
+            signals,
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            serial: serial.map(|p| Serial {
+                path: p.into(),
+                port: None,
+                retry_at_ns: 0,
+                failing: false,
+            }),
+            vsock_port,
+            vsock_retry_at_ns: 0,
+            vsock_failing: false,
+            next_id: 1,
+            buf: vec![0u8; READ_CHUNK],
+        };
+        if let Some(path) = unix {
+            let fd = listen_unix(path).map_err(|err| ServerError::ListenUnix { path: path.into(), err })?;
+            log::info!("listening on unix socket {}", path.display());
+            server.listeners.push(Listener {
+                label: format!("unix:{}", path.display()),
+                fd,
+            });
+        }
+        server.maintain(clock::now_ns());
+        Ok(server)
+    }
+
+    /// Opens what is not open yet (serial port, vsock listener) and closes
+    /// idle connections.
+    fn maintain(&mut self, now: u64) {
+        if let Some(serial) = self.serial.as_mut() {
+            if serial.port.is_none() && now >= serial.retry_at_ns {
+                match open_serial(&serial.path) {
+                    Ok(fd) => {
+                        log::info!("provisioning on serial {}", serial.path.display());
+                        serial.port = Some(Conn::new(0, format!("serial:{}", serial.path.display()), fd, now));
+                        serial.failing = false;
+                    }
+                    Err(e) => {
+                        if !serial.failing {
+                            log::warn!(
+                                "cannot open serial {}: {e}; retrying every {} s",
+                                serial.path.display(),
+                                RETRY_NS / 1_000_000_000
+                            );
+                        }
+                        serial.failing = true;
+                        serial.retry_at_ns = now + RETRY_NS;
+                    }
+                }
+            }
+        }
+        if let Some(port) = self.vsock_port {
+            let bound = self.listeners.iter().any(|l| l.label.starts_with("vsock:"));
+            if !bound && now >= self.vsock_retry_at_ns {
+                match listen_vsock(port) {
+                    Ok(fd) => {
+                        log::info!("listening on vsock port {port}");
+                        self.listeners.push(Listener {
+                            label: format!("vsock:{port}"),
+                            fd,
+                        });
+                        self.vsock_failing = false;
+                    }
+                    Err(e) => {
+                        if !self.vsock_failing {
+                            log::warn!(
+                                "cannot listen on vsock port {port}: {}; retrying every {} s",
+                                e.desc(),
+                                RETRY_NS / 1_000_000_000
+                            );
+                        }
+                        self.vsock_failing = true;
+                        self.vsock_retry_at_ns = now + RETRY_NS;
+                    }
+                }
+            }
+        }
+        self.conns.retain(|c| {
+            let idle = now.saturating_sub(c.last_active_ns) > IDLE_NS;
+            if idle {
+                log::info!("{}: closed after {} s idle", c.label, IDLE_NS / 1_000_000_000);
+            }
+            !idle
+        });
+    }
+
+    fn next_wakeup(&self, now: u64) -> u64 {
+        let mut at = now + 1_000 * NS_PER_MS;
+        if let Some(s) = &self.serial {
+            if s.port.is_none() {
+                at = at.min(s.retry_at_ns);
+            }
+        }
+        if self.vsock_port.is_some() && self.vsock_failing {
+            at = at.min(self.vsock_retry_at_ns);
+        }
+        at
+    }
+
+    fn accept(&mut self, i: usize, now: u64) {
+        loop {
+            let fd = match sys::accept(self.listeners[i].fd.as_fd()) {
+                Ok(fd) => fd,
+                Err(Errno::EAGAIN | Errno::ECONNABORTED) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("{}: accept failed: {}", self.listeners[i].label, e.desc());
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_CONNS {
+                if let Some(oldest) = (0..self.conns.len()).min_by_key(|&k| self.conns[k].last_active_ns) {
+                    let c = self.conns.remove(oldest);
+                    log::warn!("{}: closed to make room for a new connection", c.label);
+                }
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let label = format!("{} connection {id}", self.listeners[i].label);
+            self.conns.push(Conn::new(id, label, fd, now));
+        }
+    }
+
+    /// Writes out what is pending, for a bounded time, before the agent exits.
+    fn drain(&mut self) {
+        let deadline = clock::now_ns() + 2_000 * NS_PER_MS;
+        let ports = self
+            .conns
+            .iter_mut()
+            .chain(self.serial.iter_mut().filter_map(|s| s.port.as_mut()));
+        for c in ports {
+            while !c.out.is_empty() && clock::now_ns() < deadline {
+                if !c.flush() {
+                    break;
+                }
+                if !c.out.is_empty() {
+                    let mut fds = [PollFd::new(c.fd.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                }
+            }
+        }
+    }
+}
+
+fn listen_unix(path: &Path) -> std::io::Result<OwnedFd> {
+    // A socket file left by a previous agent would make bind fail.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(OwnedFd::from(listener))
+}
+
+fn listen_vsock(port: u32) -> nix::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+    socket::listen(&fd, Backlog::new(8)?)?;
+    Ok(fd)
+}
+
+/// Opens the serial port raw: no echo, no line editing, no signals from
+/// special characters, 8 bits, 115200 baud. `O_NOCTTY` keeps it from
+/// becoming the agent's controlling terminal.
+fn open_serial(path: &Path) -> std::io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)?;
+    let fd = OwnedFd::from(file);
+    let mut tio = termios::tcgetattr(&fd)?;
+    termios::cfmakeraw(&mut tio);
+    termios::cfsetspeed(&mut tio, BaudRate::B115200)?;
+    termios::tcsetattr(&fd, SetArg::TCSANOW, &tio)?;
+    Ok(fd)
+}
+
+/// Runs until the agent is done (it was asked to exit and its services are stopped).
+pub fn run(agent: &mut Agent, server: &mut Server) {
+    loop {
+        let now = clock::now_ns();
+        agent.tick(now);
+        server.maintain(now);
+        if agent.done() {
+            agent.final_log_pump();
+            server.drain();
+            log::info!("exiting");
+            return;
+        }
+        let wake = agent.next_wakeup().min(server.next_wakeup(now));
+        let timeout_ms = (wake.saturating_sub(now).div_ceil(NS_PER_MS)).min(1_000) as u16;
+
+        let ready = {
+            let mut tokens = Vec::new();
+            let mut fds = Vec::new();
+            let mut watch = |token, fd, flags| {
+                tokens.push(token);
+                fds.push(PollFd::new(fd, flags));
+            };
+            watch(Token::Signals, server.signals.as_fd(), PollFlags::POLLIN);
+            for (i, l) in server.listeners.iter().enumerate() {
+                watch(Token::Listener(i), l.fd.as_fd(), PollFlags::POLLIN);
+            }
+            let wants = |c: &Conn| {
+                if c.out.is_empty() {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                }
+            };
+            for c in &server.conns {
+                watch(Token::Conn(c.id), c.fd.as_fd(), wants(c));
+            }
+            if let Some(port) = server.serial.as_ref().and_then(|s| s.port.as_ref()) {
+                watch(Token::Serial, port.fd.as_fd(), wants(port));
+            }
+            for (pid, fd) in agent.supervisor().pidfds() {
+                watch(Token::Pidfd(pid), fd, PollFlags::POLLIN);
+            }
+            match poll(&mut fds, PollTimeout::from(timeout_ms)) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("poll failed: {}", e.desc());
+                    continue;
+                }
+            }
+            let flags: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+            tokens
+                .into_iter()
+                .zip(flags)
+                .filter(|(_, f)| !f.is_empty())
+                .collect::<Vec<_>>()
+        };
+
+        let now = clock::now_ns();
+        for (token, events) in ready {
+            match token {
+                Token::Signals => on_signals(server, agent, now),
+                Token::Listener(i) => server.accept(i, now),
+                Token::Conn(id) => {
+                    let Some(c) = server.conns.iter_mut().find(|c| c.id == id) else {
+                        continue;
+                    };
+                    if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                        && !c.read_and_answer(&mut server.buf, agent, now)
+                    {
+                        c.closed = true;
+                    }
+                    if !c.flush() || c.out.len() > MAX_PENDING_OUT {
+                        c.closed = true;
+                    }
+                }
+                Token::Serial => {
+                    let Some(serial) = server.serial.as_mut() else { continue };
+                    let Some(port) = serial.port.as_mut() else { continue };
+                    let mut ok = true;
+                    if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                        ok = port.read_and_answer(&mut server.buf, agent, now);
+                    }
+                    ok = ok && port.flush();
+                    if port.out.len() > MAX_PENDING_OUT {
+                        log::warn!(
+                            "{}: nobody is reading; dropped {} bytes of responses",
+                            port.label,
+                            port.out.len()
+                        );
+                        port.out.clear();
+                    }
+                    if !ok {
+                        log::warn!("{}: hung up; reopening in {} s", port.label, RETRY_NS / 1_000_000_000);
+                        serial.port = None;
+                        serial.retry_at_ns = now + RETRY_NS;
+                    }
+                }
+                Token::Pidfd(pid) => agent.supervisor_mut().adopted_exited(pid, now),
+            }
+        }
+        server.conns.retain(|c| !c.closed);
+    }
+}
+
+fn on_signals(server: &mut Server, agent: &mut Agent, now: u64) {
+    loop {
+        match server.signals.read_signal() {
+            Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => agent.supervisor_mut().reap(now),
+                Ok(Signal::SIGTERM | Signal::SIGINT) => agent.request_exit(),
+                Ok(other) => log::info!("ignoring {other}"),
+                Err(_) => {}
+            },
+            Ok(None) => return,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("cannot read signals: {}", e.desc());
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! The agent's wire protocol: newline-delimited JSON, one request or
+//! response per line, over serial, vsock or a unix socket.
+//!
+//! Framing is enforced before parsing: a line longer than [`MAX_FRAME`] bytes
+//! is discarded as it streams in (the reader never holds more than the cap),
+//! answered with `frame_too_large`, and the reader resynchronises at the next
+//! newline. A line that is not JSON is answered with `malformed_json`; the
+//! channel stays usable either way.
+//!
+//! Request: `{"id": 7, "op": "status"}` (plus op-specific fields).
+//! Response: `{"id": 7, "ok": true, "result": {...}}` or
+//! `{"id": 7, "ok": false, "error": {"code": "bad_signature", "message": "..."}}`.
+//! See docs/protocol.md for every op and field.
+
+use crate::envelope::SignedEnvelope;
+use crate::json::{self, Fields, JsonError};
+use serde_json::{json, Value};
+
+/// The largest request line the agent reads, newline excluded.
+pub const MAX_FRAME: usize = 1 << 20;
+/// The largest request id string.
+pub const MAX_ID_LEN: usize = 64;
+/// `logs` returns this many lines when `tail` is not given.
+pub const DEFAULT_TAIL: u64 = 100;
+/// The most lines one `logs` request may ask for.
+pub const MAX_TAIL: u64 = 10_000;
+
+/// One line taken off a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete line, without its newline or a trailing carriage return.
+    Line(Vec<u8>),
+    /// A line longer than the cap. Its bytes were dropped as they arrived;
+    /// `len` is how many there were.
+    TooLarge { len: usize },
+}
+
+/// Splits a byte stream into lines, holding at most `cap` bytes.
+///
+/// Blank lines are skipped: a client may send a lone newline to flush
+/// whatever partial garbage a serial line left behind.
+#[derive(Debug)]
+pub struct FrameReader {
+    cap: usize,
+    buf: Vec<u8>,
+    /// `Some(n)` while discarding an oversized line of `n` bytes so far.
+    discarding: Option<usize>,
+}
+
+impl FrameReader {
+    pub fn new(cap: usize) -> Self {
+        FrameReader {
+            cap,
+            buf: Vec::new(),
+            discarding: None,
+        }
+    }
+
+    /// Bytes held for the line in progress.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Memory held for the line in progress (never more than the cap).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Feeds bytes read from the channel and returns the frames they complete.
+    pub fn feed(&mut self, mut input: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while !input.is_empty() {
+            let newline = input.iter().position(|&b| b == b'\n');
+            let chunk = &input[..newline.unwrap_or(input.len())];
+            if let Some(seen) = self.discarding.as_mut() {
+                *seen += chunk.len();
+            } else if self.buf.len() + chunk.len() > self.cap {
+                self.discarding = Some(self.buf.len() + chunk.len());
+                self.buf = Vec::new();
+            } else {
+                self.append(chunk);
+            }
+            match newline {
+                None => break,
+                Some(at) => {
+                    input = &input[at + 1..];
+                    if let Some(len) = self.discarding.take() {
+                        frames.push(Frame::TooLarge { len });
+                    } else {
+                        let mut line = std::mem::take(&mut self.buf);
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if !line.iter().all(u8::is_ascii_whitespace) {
+                            frames.push(Frame::Line(line));
+                        }
+                    }
+                }
+            }
+        }
+        frames
+    }
+
+    /// Appends without letting the buffer's allocation grow past the cap
+    /// (plain `extend` may double it).
+    fn append(&mut self, chunk: &[u8]) {
+        let need = self.buf.len() + chunk.len();
+        if need > self.buf.capacity() {
+            let target = need.max(self.buf.capacity() * 2).min(self.cap).max(need);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+}
+
+/// The stable error codes. Clients may match on these strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A request line exceeded the frame cap; it was discarded unread.
+    FrameTooLarge,
+    /// A request line is not JSON (or not UTF-8).
+    MalformedJson,
+    /// JSON, but not a well-formed request: missing id, wrong field type, unknown field.
+    BadRequest,
+    /// The `op` is not one the agent knows.
+    UnknownOp,
+    /// The signed envelope is malformed (fields, base64, lengths).
+    BadEnvelope,
+    /// The envelope names a key id that is not trusted on this node.
+    UnknownKey,
+    /// The signature does not verify with the trusted key it names.
+    BadSignature,
+    /// The signed payload is of another kind (a command sent as a config, ...).
+    WrongKind,
+    /// The signed config fails validation; the message names the JSON path.
+    InvalidConfig,
+    /// The signed payload is bound to another node.
+    WrongNode,
+    /// The config's generation is not above the applied one.
+    StaleGeneration,
+    /// The command's nonce was not issued by this agent, already used, or expired.
+    BadNonce,
+    /// This node has no identity, so nothing can be bound to it.
+    NoNodeIdentity,
+    /// The config was valid but applying it failed (I/O error).
+    ApplyFailed,
+    /// The log source does not exist.
+    NotFound,
+    /// The node is powering off or rebooting.
+    ShuttingDown,
+    /// An unexpected failure inside the agent.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::FrameTooLarge,
+        ErrorCode::MalformedJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::BadEnvelope,
+        ErrorCode::UnknownKey,
+        ErrorCode::BadSignature,
+        ErrorCode::WrongKind,
+        ErrorCode::InvalidConfig,
+        ErrorCode::WrongNode,
+        ErrorCode::StaleGeneration,
+        ErrorCode::BadNonce,
+        ErrorCode::NoNodeIdentity,
+        ErrorCode::ApplyFailed,
+        ErrorCode::NotFound,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadEnvelope => "bad_envelope",
+            ErrorCode::UnknownKey => "unknown_key",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::WrongKind => "wrong_kind",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::WrongNode => "wrong_node",
+            ErrorCode::StaleGeneration => "stale_generation",
+            ErrorCode::BadNonce => "bad_nonce",
+            ErrorCode::NoNodeIdentity => "no_node_identity",
+            ErrorCode::ApplyFailed => "apply_failed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Status,
+    /// A log's last `tail` lines, or everything after the cursor `since`.
+    Logs {
+        source: String,
+        tail: u64,
+        since: Option<u64>,
+    },
+    Apply {
+        envelope: SignedEnvelope,
+    },
+    Reboot {
+        envelope: SignedEnvelope,
+    },
+    Poweroff {
+        envelope: SignedEnvelope,
+    },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Status => "status",
+            Op::Logs { .. } => "logs",
+            Op::Apply { .. } => "apply",
+            Op::Reboot { .. } => "reboot",
+            Op::Poweroff { .. } => "poweroff",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Echoed in the response: a non-negative integer or a short string.
+    pub id: Value,
+    pub op: Op,
+}
+
+/// A request that could not be read, with the id to answer it under (null
+/// when the id itself could not be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub id: Value,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(id: &Value, code: ErrorCode, message: impl Into<String>) -> Self {
+        RequestError {
+            id: id.clone(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads one request line.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    let null = Value::Null;
+    let doc =
+        json::parse_strict(line).map_err(|e| RequestError::new(&null, ErrorCode::MalformedJson, e.to_string()))?;
+    let bad = |id: &Value, e: JsonError| RequestError::new(id, ErrorCode::BadRequest, e.to_string());
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| bad(&null, JsonError::new("$", "a request must be a JSON object")))?;
+    let id = match obj.get("id") {
+        None => return Err(bad(&null, JsonError::new("$.id", "missing field"))),
+        Some(v @ Value::Number(n)) if n.is_u64() => v.clone(),
+        Some(v @ Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => v.clone(),
+        Some(_) => {
+            let what = format!("expected a non-negative integer or a string of 1 to {MAX_ID_LEN} bytes");
+            return Err(bad(&null, JsonError::new("$.id", what)));
+        }
+    };
+    let op_name = match obj.get("op") {
+        None => return Err(bad(&id, JsonError::new("$.op", "missing field"))),
+        Some(v) => json::as_str(v, "$.op").map_err(|e| bad(&id, e))?,
+    };
+    let fields = |extra: &[&str]| {
+        let mut allowed = vec!["id", "op"];
+        allowed.extend_from_slice(extra);
+        Fields::new(&doc, "$", &allowed).map_err(|e| bad(&id, e))
+    };
+    let envelope = |f: &Fields| {
+        let v = f.req("envelope").map_err(|e| bad(&id, e))?;
+        SignedEnvelope::from_json(v, &f.path_of("envelope"))
+            .map_err(|e| RequestError::new(&id, ErrorCode::BadEnvelope, e.to_string()))
+    };
+    let op = match op_name {
+        "status" => {
+            fields(&[])?;
+            Op::Status
+        }
+        "logs" => {
+            let f = fields(&["source", "tail", "since"])?;
+            let source = f.str("source").map_err(|e| bad(&id, e))?.to_string();
+            let tail = f.opt_u64("tail").map_err(|e| bad(&id, e))?;
+            let since = f.opt_u64("since").map_err(|e| bad(&id, e))?;
+            if tail.is_some() && since.is_some() {
+                let e = JsonError::new("$.since", "give either tail or since, not both");
+                return Err(bad(&id, e));
+            }
+            let tail = tail.unwrap_or(DEFAULT_TAIL);
+            if tail > MAX_TAIL {
+                let e = JsonError::new("$.tail", format!("at most {MAX_TAIL} lines"));
+                return Err(bad(&id, e));
+            }
+            Op::Logs { source, tail, since }
+        }
+        "apply" => Op::Apply {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
+        "reboot" => Op::Reboot {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
+        "poweroff" => Op::Poweroff {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
+        other => {
+            let message = format!("unknown op {other:?} (known: status, logs, apply, reboot, poweroff)");
+            return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));
+        }
+    };
+    Ok(Request { id, op })
+}
+
+/// Builds a request line (newline included), for clients.
+pub fn request_line(id: &Value, op: &str, mut fields: serde_json::Map<String, Value>) -> Vec<u8> {
+    fields.insert("id".into(), id.clone());
+    fields.insert("op".into(), Value::String(op.into()));
+    line(&Value::Object(fields))
+}
+
+/// A success response line.
+pub fn ok_line(id: &Value, result: Value) -> Vec<u8> {
+    line(&json!({"id": id, "ok": true, "result": result}))
+}
+
+/// An error response line. The message is kept to one line.
+pub fn error_line(id: &Value, code: ErrorCode, message: &str) -> Vec<u8> {
+    let message = one_line(message);
+    line(&json!({"id": id, "ok": false, "error": {"code": code.as_str(), "message": message}}))
+}
+
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+fn line(v: &Value) -> Vec<u8> {
+    // Serialising a Value cannot fail: every key is a string.
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// A response as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Ok {
+        id: Value,
+        result: Value,
+    },
+    /// `code` is kept as sent, so a newer agent's codes still reach the user.
+    Error {
+        id: Value,
+        code: String,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn id(&self) -> &Value {
+        match self {
+            Response::Ok { id, .. } | Response::Error { id, .. } => id,
+        }
+    }
+}
+
+/// Reads one response line.
+pub fn parse_response(line: &[u8]) -> Result<Response, JsonError> {
+    let doc = json::parse_strict(line)?;
+    let f = Fields::new(&doc, "$", &["id", "ok", "result", "error"])?;
+    let id = f.req("id")?.clone();
+    match f.bool("ok")? {
+        Some(true) => Ok(Response::Ok {
+            id,
+            result: f.req("result")?.clone(),
+        }),
+        Some(false) => {
+            let e = Fields::new(f.req("error")?, &f.path_of("error"), &["code", "message"])?;
+            Ok(Response::Error {
+                id,
+                code: e.str("code")?.into(),
+                message: e.str("message")?.into(),
+            })
+        }
+        None => Err(JsonError::new("$.ok", "missing field")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+
+    fn lines(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
+                Frame::TooLarge { len } => format!("<too large: {len}>"),
+            })
+            .collect()
+    }
+
+    /// Chunks fed in order, the cap, and the frames expected.
+    type FrameCase<'a> = (&'a [&'a [u8]], usize, &'a [&'a str]);
+
+    #[test]
+    fn frames_table() {
+        let cases: &[FrameCase] = &[
+            (&[b"a\nb\n"], 8, &["a", "b"]),
+            (&[b"ab", b"c\n"], 8, &["abc"]),
+            (&[b"abc\r\n"], 8, &["abc"]),
+            (&[b"\n\n  \r\n", b"x\n"], 8, &["x"]),
+            (&[b"12345678\n"], 8, &["12345678"]),
+            (&[b"123456789\n", b"ok\n"], 8, &["<too large: 9>", "ok"]),
+            (&[b"1234", b"5678", b"9abc", b"\nok\n"], 8, &["<too large: 12>", "ok"]),
+            (&[b"123456789", b"xxxxxxxx", b"x\nok"], 8, &["<too large: 18>"]),
+            (&[b"123456789abc\n12\n"], 8, &["<too large: 12>", "12"]),
+            (&[b"\xff\xfe\n"], 8, &["\u{fffd}\u{fffd}"]),
+            (&[b"no newline yet"], 64, &[]),
+        ];
+        for (chunks, cap, want) in cases {
+            let mut r = FrameReader::new(*cap);
+            let mut got = Vec::new();
+            for c in *chunks {
+                got.extend(r.feed(c));
+                assert!(r.capacity() <= *cap, "{chunks:?}: capacity {}", r.capacity());
+            }
+            assert_eq!(lines(&got), *want, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn oversize_never_allocates_past_the_cap() {
+        let cap = 1000;
+        let mut r = FrameReader::new(cap);
+        for _ in 0..500 {
+            assert!(r.feed(&[b'x'; 37]).is_empty());
+            assert!(r.capacity() <= cap);
+        }
+        assert_eq!(
+            r.feed(b"\n{}\n"),
+            [Frame::TooLarge { len: 18_500 }, Frame::Line(b"{}".to_vec())]
+        );
+        // Byte at a time up to exactly the cap still works.
+        for _ in 0..cap {
+            r.feed(b"y");
+            assert!(r.capacity() <= cap);
+        }
+        assert_eq!(r.feed(b"\n"), [Frame::Line(vec![b'y'; cap])]);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    fn envelope_json() -> (SignedEnvelope, String) {
+        let key = SigningKey::from_seed(&[7; 32]).unwrap();
+        let env = SignedEnvelope::sign(&key, b"{}".to_vec());
+        let text = serde_json::to_string(&env.to_json()).unwrap();
+        (env, text)
+    }
+
+    #[test]
+    fn requests_parse() {
+        let (env, env_text) = envelope_json();
+        let cases: Vec<(String, Value, Op)> = vec![
+            (r#"{"id":1,"op":"status"}"#.into(), json!(1), Op::Status),
+            (
+                r#"{"op":"logs","id":"a","source":"kubelet"}"#.into(),
+                json!("a"),
+                Op::Logs {
+                    source: "kubelet".into(),
+                    tail: DEFAULT_TAIL,
+                    since: None,
+                },
+            ),
+            (
+                r#"{"id":2,"op":"logs","source":"init","tail":5}"#.into(),
+                json!(2),
+                Op::Logs {
+                    source: "init".into(),
+                    tail: 5,
+                    since: None,
+                },
+            ),
+            (
+                r#"{"id":2,"op":"logs","source":"init","since":900}"#.into(),
+                json!(2),
+                Op::Logs {
+                    source: "init".into(),
+                    tail: DEFAULT_TAIL,
+                    since: Some(900),
+                },
+            ),
+            (
+                format!(r#"{{"id":3,"op":"apply","envelope":{env_text}}}"#),
+                json!(3),
+                Op::Apply { envelope: env.clone() },
+            ),
+            (
+                format!(r#"{{"id":4,"op":"reboot","envelope":{env_text}}}"#),
+                json!(4),
+                Op::Reboot { envelope: env.clone() },
+            ),
+            (
+                format!(r#"{{"id":5,"op":"poweroff","envelope":{env_text}}}"#),
+                json!(5),
+                Op::Poweroff { envelope: env.clone() },
+            ),
+        ];
+        for (text, id, op) in cases {
+            assert_eq!(parse_request(text.as_bytes()), Ok(Request { id, op }), "{text}");
+        }
+    }
+
+    #[test]
+    fn request_errors() {
+        let (_, env_text) = envelope_json();
+        let long_id = "x".repeat(MAX_ID_LEN + 1);
+        let cases: Vec<(String, Value, ErrorCode, &str)> = vec![
+            ("{".into(), Value::Null, ErrorCode::MalformedJson, "$: malformed JSON"),
+            (
+                "\u{1}garbage".into(),
+                Value::Null,
+                ErrorCode::MalformedJson,
+                "malformed JSON",
+            ),
+            (
+                r#"{"id":1,"id":2,"op":"status"}"#.into(),
+                Value::Null,
+                ErrorCode::MalformedJson,
+                "duplicate key",
+            ),
+            (
+                "[1]".into(),
+                Value::Null,
+                ErrorCode::BadRequest,
+                "$: a request must be a JSON object",
+            ),
+            (
+                r#"{"op":"status"}"#.into(),
+                Value::Null,
+                ErrorCode::BadRequest,
+                "$.id: missing field",
+            ),
+            (
+                r#"{"id":-1,"op":"status"}"#.into(),
+                Value::Null,
+                ErrorCode::BadRequest,
+                "$.id: expected",
+            ),
+            (
+                format!(r#"{{"id":"{long_id}","op":"status"}}"#),
+                Value::Null,
+                ErrorCode::BadRequest,
+                "$.id",
+            ),
+            (
+                r#"{"id":1}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.op: missing field",
+            ),
+            (
+                r#"{"id":1,"op":3}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.op: expected a string",
+            ),
+            (
+                r#"{"id":1,"op":"format"}"#.into(),
+                json!(1),
+                ErrorCode::UnknownOp,
+                "unknown op \"format\"",
+            ),
+            (
+                r#"{"id":1,"op":"status","x":1}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.x: unknown field",
+            ),
+            (
+                r#"{"id":1,"op":"logs"}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.source: missing field",
+            ),
+            (
+                r#"{"id":1,"op":"logs","source":"a","tail":1,"since":2}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.since: give either",
+            ),
+            (
+                r#"{"id":1,"op":"logs","source":"a","tail":10001}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.tail: at most 10000",
+            ),
+            (
+                r#"{"id":1,"op":"apply"}"#.into(),
+                json!(1),
+                ErrorCode::BadRequest,
+                "$.envelope: missing field",
+            ),
+            (
+                r#"{"id":1,"op":"apply","envelope":{"payload":"e30="}}"#.into(),
+                json!(1),
+                ErrorCode::BadEnvelope,
+                "$.envelope.signature: missing field",
+            ),
+            (
+                format!(
+                    r#"{{"id":1,"op":"apply","envelope":{}}}"#,
+                    env_text.replacen("\"payload\":\"e", "\"payload\":\"!", 1)
+                ),
+                json!(1),
+                ErrorCode::BadEnvelope,
+                "$.envelope.payload: invalid base64 symbol at offset 0",
+            ),
+        ];
+        for (text, id, code, needle) in cases {
+            let err = parse_request(text.as_bytes()).unwrap_err();
+            assert_eq!((&err.id, err.code), (&id, code), "{text}: {}", err.message);
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert!(seen.insert(code.as_str()));
+        }
+        assert_eq!(ErrorCode::parse("nope"), None);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let ok = ok_line(&json!(3), json!({"state": "maintenance"}));
+        assert_eq!(ok.last(), Some(&b'\n'));
+        assert_eq!(
+            parse_response(&ok).unwrap(),
+            Response::Ok {
+                id: json!(3),
+                result: json!({"state": "maintenance"})
+            }
+        );
+        let err = error_line(&json!("x"), ErrorCode::WrongNode, "two\nlines");
+        assert_eq!(err.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(
+            parse_response(&err).unwrap(),
+            Response::Error {
+                id: json!("x"),
+                code: "wrong_node".into(),
+                message: "two lines".into()
+            }
+        );
+        let req = request_line(&json!(9), "logs", json!({"source": "a"}).as_object().unwrap().clone());
+        let parsed = parse_request(&req[..req.len() - 1]).unwrap();
+        assert_eq!(
+            parsed.op,
+            Op::Logs {
+                source: "a".into(),
+                tail: DEFAULT_TAIL,
+                since: None
+            }
+        );
+        assert!(parse_response(br#"{"id":1,"result":{}}"#).is_err());
+        assert!(parse_response(br#"{"id":1,"ok":false,"error":{"code":"x"}}"#).is_err());
+    }
+}
