@@ -60,7 +60,7 @@ node-bins: keys
 	BASALT_IMAGE_PUBKEY=$(B)/keys/image.pub $(CARGO) build --release --locked --target $(TARGET) \
 	    -p basalt-init -p basalt-agent -p kubelet-standin -p basalt-fixtures
 	@mkdir -p $(B)/bin
-	@for b in basalt-init basalt-agent kubelet basalt-checker; do cp $(NODE_BIN)/$$b $(B)/bin/; done
+	@for b in basalt-init basalt-agent kubelet basalt-checker basalt-testhands; do cp $(NODE_BIN)/$$b $(B)/bin/; done
 	@for b in basalt-mkimage basaltctl basalt-qemu; do cp $(HOST_BIN)/$$b $(B)/bin/; done
 
 # The default root filesystem: the agent, the kubelet stand-in, the dev

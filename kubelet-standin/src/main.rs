@@ -9,22 +9,12 @@
 //! Environment (ignored by a real kubelet, so one config serves both):
 //! - `KUBELET_STANDIN_HEARTBEAT`: heartbeat file (default /run/kubelet/heartbeat)
 //! - `KUBELET_STANDIN_INTERVAL_MS`: heartbeat period (default 10000)
-//! - `KUBELET_STANDIN_HOOKS`: a directory of test hooks, checked every
-//!   200 ms (unset: no hooks). A node has no shell, so the QEMU tests use
-//!   these, written as config files, to make things die:
-//!   - `kill-self` holding a count N: the stand-in writes N-1 back (removes
-//!     the file at 0) and SIGKILLs itself; restarted, it does so again, so
-//!     N crashes in a row;
-//!   - `kill-agent`, optionally holding a delay in ms (default 1000):
-//!     renamed to `kill-agent.done` (so it fires once); after the delay the
-//!     stand-in SIGKILLs its parent, the agent. Never PID 1.
 #![deny(unsafe_code)]
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::time::{clock_gettime, ClockId};
-use nix::unistd::{getppid, Pid};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -95,72 +85,6 @@ fn write_heartbeat(path: &Path, beat: u64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// How often hooks are looked at.
-const HOOK_PERIOD_MS: u64 = 200;
-/// `kill-agent` acts this long after it is seen, unless the file gives a delay.
-const DEFAULT_KILL_AGENT_DELAY_MS: u64 = 1000;
-
-/// The test hooks in one directory.
-struct Hooks {
-    dir: PathBuf,
-    /// When the agent is to be killed (monotonic ms), once `kill-agent` was seen.
-    kill_agent_at: Option<u64>,
-}
-
-impl Hooks {
-    /// Acts on whichever hook files are present.
-    fn check(&mut self) {
-        let kill_self = self.dir.join("kill-self");
-        if let Ok(text) = std::fs::read_to_string(&kill_self) {
-            let left = text.trim().parse::<u64>().unwrap_or(1).saturating_sub(1);
-            let recorded = if left == 0 {
-                std::fs::remove_file(&kill_self)
-            } else {
-                let tmp = self.dir.join(".kill-self.tmp");
-                std::fs::write(&tmp, format!("{left}\n")).and_then(|()| std::fs::rename(&tmp, &kill_self))
-            };
-            match recorded {
-                Ok(()) => {
-                    say(&format!("test hook kill-self: {left} more after this; raising SIGKILL"));
-                    let _ = kill(Pid::this(), Signal::SIGKILL);
-                }
-                Err(e) => say(&format!(
-                    "test hook kill-self: cannot update {}: {e}; not acting",
-                    kill_self.display()
-                )),
-            }
-        }
-        let kill_agent = self.dir.join("kill-agent");
-        if let Ok(text) = std::fs::read_to_string(&kill_agent) {
-            // Renamed first, so the hook fires once whatever happens next.
-            match std::fs::rename(&kill_agent, self.dir.join("kill-agent.done")) {
-                Ok(()) => {
-                    // A delay lets the agent finish answering the apply that wrote the hook.
-                    let delay = text.trim().parse::<u64>().unwrap_or(DEFAULT_KILL_AGENT_DELAY_MS);
-                    say(&format!("test hook kill-agent: killing the agent in {delay} ms"));
-                    self.kill_agent_at = Some(monotonic_ms() + delay);
-                }
-                Err(e) => say(&format!(
-                    "test hook kill-agent: cannot rename {}: {e}; not acting",
-                    kill_agent.display()
-                )),
-            }
-        }
-        if self.kill_agent_at.is_some_and(|at| monotonic_ms() >= at) {
-            self.kill_agent_at = None;
-            let parent = getppid();
-            if parent.as_raw() <= 1 {
-                say("test hook kill-agent: the parent is init; not killing it");
-            } else {
-                say(&format!(
-                    "test hook kill-agent: sending SIGKILL to the agent (pid {parent})"
-                ));
-                let _ = kill(parent, Signal::SIGKILL);
-            }
-        }
-    }
-}
-
 fn say(line: &str) {
     // One write per line; a closed stdout must not kill a stand-in kubelet.
     let _ = std::io::stdout().write_all(format!("{line}\n").as_bytes());
@@ -215,13 +139,6 @@ fn main() -> ExitCode {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&ms| ms > 0)
         .unwrap_or(DEFAULT_INTERVAL_MS);
-    let mut hooks = std::env::var_os("KUBELET_STANDIN_HOOKS").map(|dir| Hooks {
-        dir: PathBuf::from(dir),
-        kill_agent_at: None,
-    });
-    if let Some(h) = &hooks {
-        say(&format!("test hooks enabled in {}", h.dir.display()));
-    }
     let mut beat = 0u64;
     loop {
         beat += 1;
@@ -231,15 +148,9 @@ fn main() -> ExitCode {
         }
         let deadline = monotonic_ms() + interval_ms;
         loop {
-            if let Some(h) = hooks.as_mut() {
-                h.check();
-            }
-            let mut left = deadline.saturating_sub(monotonic_ms());
+            let left = deadline.saturating_sub(monotonic_ms());
             if left == 0 {
                 break;
-            }
-            if hooks.is_some() {
-                left = left.min(HOOK_PERIOD_MS);
             }
             let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             let timeout = PollTimeout::from(u16::try_from(left).unwrap_or(u16::MAX));

@@ -7,6 +7,8 @@
 //! each test says exactly what it boots.
 #![deny(unsafe_code)]
 
+pub mod node;
+
 use basalt_common::keys::SigningKey;
 use basalt_mkimage::{BuildReport, BuildSpec, Compression, RootSource};
 use basalt_qemu::{Vm, VmConfig};
@@ -135,12 +137,15 @@ pub fn install(src: &Path, rootfs: &Path, dest: &str, mode: u32) {
 
 /// Where the checker fixture lives in test images.
 pub const CHECKER: &str = "/usr/libexec/basalt-test/checker";
+/// Where the remote-hands fixture lives in test images.
+pub const TESTHANDS: &str = "/usr/libexec/basalt-test/testhands";
 
 /// The default rootfs plus the in-guest checker: the image the boot tests use.
 pub fn test_rootfs(build: &Build, scratch: &Scratch) -> PathBuf {
     let rootfs = scratch.path("rootfs");
     copy_tree(&build.path("rootfs"), &rootfs);
     install(&build.path("bin/basalt-checker"), &rootfs, CHECKER, 0o755);
+    install(&build.path("bin/basalt-testhands"), &rootfs, TESTHANDS, 0o755);
     rootfs
 }
 
