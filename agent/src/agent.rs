@@ -12,7 +12,7 @@ use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, NonceBook};
 use crate::settings::{BootParams, Settings};
-use crate::state::{self, SavedApply, SavedState};
+use crate::state::{self, SavedApply, SavedShutdown, SavedState};
 use crate::supervisor::Supervisor;
 use basalt_common::command::{Command, CommandError, CommandKind};
 use basalt_common::config::{self, ApplyContext, Config, ConfigError};
@@ -39,6 +39,39 @@ struct Applied {
     key_id: String,
     received_ns: u64,
     applied_unix: u64,
+    /// How long each stage of this apply took (not kept across agent restarts).
+    stages: Vec<(&'static str, u64)>,
+}
+
+/// Splits an apply's time into named stages, each measured from the end of
+/// the previous one; the first from the request's arrival.
+struct Stages {
+    last_ns: u64,
+    done: Vec<(&'static str, u64)>,
+}
+
+impl Stages {
+    fn new(start_ns: u64) -> Self {
+        Stages {
+            last_ns: start_ns,
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &'static str) {
+        let now = clock::now_ns();
+        self.done.push((name, now.saturating_sub(self.last_ns)));
+        self.last_ns = now;
+    }
+
+    fn to_json(stages: &[(&'static str, u64)]) -> Value {
+        Value::Object(
+            stages
+                .iter()
+                .map(|(n, ns)| (n.to_string(), json!(clock::ms_f64(*ns))))
+                .collect(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +85,20 @@ impl Shutdown {
         match self {
             Shutdown::Poweroff => "poweroff",
             Shutdown::Reboot => "reboot",
+        }
+    }
+
+    fn saved(self) -> SavedShutdown {
+        match self {
+            Shutdown::Poweroff => SavedShutdown::Poweroff,
+            Shutdown::Reboot => SavedShutdown::Reboot,
+        }
+    }
+
+    fn from_saved(s: SavedShutdown) -> Self {
+        match s {
+            SavedShutdown::Poweroff => Shutdown::Poweroff,
+            SavedShutdown::Reboot => Shutdown::Reboot,
         }
     }
 
@@ -142,6 +189,23 @@ impl Agent {
                 return;
             }
         };
+        let shutdown = saved.shutdown.map(Shutdown::from_saved);
+        self.restore(&path, saved);
+        // A signed shutdown was accepted and answered before the previous
+        // agent died: it still happens, and nothing starts again first.
+        if let Some(shutdown) = shutdown {
+            log::warn!(
+                "resuming the signed {} accepted before the agent restarted: stopping services, then signalling init",
+                shutdown.name()
+            );
+            self.shutdown = Some(shutdown);
+            self.supervisor.stop_all();
+            self.state_dirty = true;
+        }
+    }
+
+    /// Takes back what a previous agent of this boot recorded.
+    fn restore(&mut self, path: &std::path::Path, saved: SavedState) {
         self.floor = saved.floor;
         let now = clock::now_ns();
         let Some(sa) = saved.applied else {
@@ -176,6 +240,7 @@ impl Agent {
                     config,
                     received_ns: sa.received_ns,
                     applied_unix: sa.applied_unix,
+                    stages: Vec::new(),
                 });
             }
             Err(why) => {
@@ -252,8 +317,11 @@ impl Agent {
     }
 
     fn apply(&mut self, envelope: SignedEnvelope, received_ns: u64) -> Reply {
+        let mut stages = Stages::new(received_ns);
+        stages.mark("read");
         self.refuse_if_shutting_down()?;
         let key_id = self.verify(&envelope)?.key_id();
+        stages.mark("verify");
         let config = config::parse_config(&envelope.payload).map_err(config_error)?;
         let node = self.node_id()?;
         let ctx = ApplyContext {
@@ -263,6 +331,7 @@ impl Agent {
         config.check_applicable(&ctx).map_err(config_error)?;
         check_programs(&config)?;
         files::preflight(&self.settings.root, &config.files).map_err(file_error)?;
+        stages.mark("validate");
 
         // Nothing has changed yet. From here on: stage files, set the
         // hostname, then rename the files into place.
@@ -272,6 +341,7 @@ impl Agent {
             return Err((ErrorCode::ApplyFailed, why));
         }
         staged.commit().map_err(file_error)?;
+        stages.mark("files");
 
         let plan = self.supervisor.apply(&config.services, received_ns);
         let digest = envelope.digest();
@@ -299,13 +369,20 @@ impl Agent {
             key_id,
             received_ns,
             applied_unix: clock::unix_secs(),
+            stages: Vec::new(),
         });
         self.sync_echoes();
         // Recorded before anything starts, so a crash from here on still
         // knows the new generation; tick() starts the services and records
         // their pids at once.
         self.save_state();
+        stages.mark("state");
         self.tick(clock::now_ns());
+        stages.mark("spawn");
+        log::info!("apply stages (ms): {}", Stages::to_json(&stages.done));
+        if let Some(a) = self.applied.as_mut() {
+            a.stages = stages.done;
+        }
         Ok(result)
     }
 
@@ -353,6 +430,9 @@ impl Agent {
             .collect();
         self.shutdown = Some(shutdown);
         self.supervisor.stop_all();
+        // On record before the answer: an agent that dies from here on is
+        // restarted by init and finishes the shutdown (recover()).
+        self.save_state();
         Ok(json!({"accepted": shutdown.name(), "stopping": stopping}))
     }
 
@@ -419,6 +499,7 @@ impl Agent {
                 "hostname": a.config.hostname,
                 "applied_unix": a.applied_unix,
                 "received_ms": clock::ms(a.received_ns),
+                "stages_ms": (!a.stages.is_empty()).then(|| Stages::to_json(&a.stages)),
             })),
             "generation_floor": self.floor,
             "services": self.supervisor.status(now),
@@ -542,6 +623,7 @@ impl Agent {
                 applied_unix: a.applied_unix,
             }),
             services: self.supervisor.snapshot(),
+            shutdown: self.shutdown.map(Shutdown::saved),
         };
         let bytes = serde_json::to_vec(&saved.to_json()).unwrap_or_default();
         let path = self.settings.state_file();

@@ -21,6 +21,25 @@ pub struct SavedState {
     pub floor: Option<u64>,
     pub applied: Option<SavedApply>,
     pub services: Vec<SavedService>,
+    /// A signed poweroff or reboot the agent accepted and had not finished:
+    /// an agent restarted mid-shutdown carries it out instead of starting
+    /// the services again.
+    pub shutdown: Option<SavedShutdown>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedShutdown {
+    Poweroff,
+    Reboot,
+}
+
+impl SavedShutdown {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavedShutdown::Poweroff => "poweroff",
+            SavedShutdown::Reboot => "reboot",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +110,9 @@ pub struct SavedService {
     pub last_exit: Option<ExitRecord>,
     pub recent_starts_ns: Vec<u64>,
     pub apply_to_exec_ns: Option<u64>,
+    /// The spec's stop timeout, so that a restarted agent finishing a stop
+    /// gives the process the time its config promised.
+    pub stop_timeout_ms: Option<u64>,
 }
 
 impl SavedState {
@@ -104,12 +126,13 @@ impl SavedState {
                 "applied_unix": a.applied_unix,
             })),
             "services": self.services.iter().map(service_json).collect::<Vec<_>>(),
+            "shutdown": self.shutdown.map(SavedShutdown::as_str),
         })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, JsonError> {
         let doc = json::parse_strict(bytes)?;
-        let f = Fields::new(&doc, "$", &["format", "floor", "applied", "services"])?;
+        let f = Fields::new(&doc, "$", &["format", "floor", "applied", "services", "shutdown"])?;
         let format = f.u64("format")?;
         if format != STATE_FORMAT {
             return Err(JsonError::new(
@@ -133,10 +156,19 @@ impl SavedState {
         for (i, v) in f.array("services")?.iter().enumerate() {
             services.push(parse_service(v, &json::index("$.services", i))?);
         }
+        let shutdown = match f.opt("shutdown") {
+            None | Some(Value::Null) => None,
+            Some(v) => match json::as_str(v, "$.shutdown")? {
+                "poweroff" => Some(SavedShutdown::Poweroff),
+                "reboot" => Some(SavedShutdown::Reboot),
+                other => return Err(JsonError::new("$.shutdown", format!("unknown shutdown {other:?}"))),
+            },
+        };
         Ok(SavedState {
             floor,
             applied,
             services,
+            shutdown,
         })
     }
 }
@@ -179,6 +211,7 @@ fn service_json(s: &SavedService) -> Value {
         }),
         "recent_starts_ns": s.recent_starts_ns,
         "apply_to_exec_ns": s.apply_to_exec_ns,
+        "stop_timeout_ms": s.stop_timeout_ms,
     })
 }
 
@@ -198,6 +231,7 @@ fn parse_service(v: &Value, path: &str) -> Result<SavedService, JsonError> {
             "last_exit",
             "recent_starts_ns",
             "apply_to_exec_ns",
+            "stop_timeout_ms",
         ],
     )?;
     let run = match f.str("run")? {
@@ -250,6 +284,7 @@ fn parse_service(v: &Value, path: &str) -> Result<SavedService, JsonError> {
         last_exit,
         recent_starts_ns,
         apply_to_exec_ns: opt(&f, "apply_to_exec_ns", json::as_u64)?,
+        stop_timeout_ms: opt(&f, "stop_timeout_ms", json::as_u64)?,
     })
 }
 
@@ -303,6 +338,7 @@ mod tests {
                     }),
                     recent_starts_ns: vec![1, 2, 456],
                     apply_to_exec_ns: Some(333),
+                    stop_timeout_ms: Some(2500),
                 },
                 SavedService {
                     name: "old".into(),
@@ -320,8 +356,10 @@ mod tests {
                     }),
                     recent_starts_ns: vec![],
                     apply_to_exec_ns: None,
+                    stop_timeout_ms: None,
                 },
             ],
+            shutdown: Some(SavedShutdown::Reboot),
         }
     }
 
@@ -333,6 +371,12 @@ mod tests {
         let empty = SavedState::default();
         let bytes = serde_json::to_vec(&empty.to_json()).unwrap();
         assert_eq!(SavedState::parse(&bytes).unwrap(), empty);
+        let poweroff = SavedState {
+            shutdown: Some(SavedShutdown::Poweroff),
+            ..SavedState::default()
+        };
+        let bytes = serde_json::to_vec(&poweroff.to_json()).unwrap();
+        assert_eq!(SavedState::parse(&bytes).unwrap(), poweroff);
     }
 
     #[test]
@@ -345,6 +389,14 @@ mod tests {
                 "$.services[0].run: missing field",
             ),
             (r#"{"format":1,"services":[],"x":1}"#, "$.x: unknown field"),
+            (
+                r#"{"format":1,"services":[],"shutdown":"halt"}"#,
+                "$.shutdown: unknown shutdown \"halt\"",
+            ),
+            (
+                r#"{"format":1,"services":[],"shutdown":1}"#,
+                "$.shutdown: expected a string, found a non-negative integer",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(SavedState::parse(text.as_bytes()).unwrap_err().to_string(), want);

@@ -504,7 +504,7 @@ impl Supervisor {
         for old in saved.iter().filter(|o| o.retiring) {
             if let Some(proc) = self.adopt(old) {
                 log::info!("adopted {} (pid {}) to finish stopping it", old.name, proc.pid);
-                // Only the name and a stop timeout matter for a service being stopped.
+                // Only the name and the stop timeout matter for a service being stopped.
                 let spec = ServiceSpec {
                     name: old.name.clone(),
                     exec: Vec::new(),
@@ -514,7 +514,7 @@ impl Supervisor {
                         policy: RestartPolicy::Never,
                         backoff: Default::default(),
                     },
-                    stop_timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
+                    stop_timeout_ms: old.stop_timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS),
                 };
                 let mut s = Service::new(spec, None);
                 s.run = Run::Running(proc);
@@ -652,6 +652,7 @@ fn save(s: &Service, retiring: bool) -> SavedService {
         last_exit: s.last_exit.clone(),
         recent_starts_ns: s.recent_starts_ns.iter().copied().collect(),
         apply_to_exec_ns: s.apply_to_exec_ns,
+        stop_timeout_ms: Some(s.spec.stop_timeout_ms),
     }
 }
 

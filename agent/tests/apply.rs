@@ -53,6 +53,11 @@ fn apply_writes_files_sets_hostname_and_starts_services() {
     assert_eq!(s["config"]["generation"], 1);
     assert_eq!(s["config"]["digest"], digest);
     assert!(s["apply_to_exec_ms"]["web"].as_f64().unwrap() > 0.0, "{s:#}");
+    let stages = s["config"]["stages_ms"].as_object().expect("stages_ms");
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    for stage in ["read", "verify", "validate", "files", "state", "spawn"] {
+        assert!(names.contains(&stage), "stage {stage} missing from {names:?}");
+    }
     let lines = node.logs("web", 100);
     assert_eq!(lines[0], "hello from web");
     // A clean environment: the test runner's variables do not leak in.

@@ -183,6 +183,48 @@ fn signed_poweroff_stops_services_then_signals_init_and_cannot_be_replayed() {
 }
 
 #[test]
+fn a_signed_poweroff_survives_an_agent_crash_mid_shutdown() {
+    let mut node = TestNode::start("poweroff-crash", Options::default());
+    let a = node.service_spec("a", "while :; do sleep 1; done");
+    // Ignores SIGTERM (and so does each sleep it runs): the stop waits out
+    // its timeout, and the agent dies in the middle of it.
+    let mut stubborn = node.service_spec("stubborn", "trap '' TERM; while :; do sleep 0.2; done");
+    stubborn["after"] = json!(["a"]);
+    stubborn["stop_timeout_ms"] = json!(1500);
+    expect_ok(node.apply(&config(1, vec![a, stubborn], vec![])));
+    node.wait_running("a");
+    node.wait_running("stubborn");
+
+    let poweroff = node.command(CommandKind::Poweroff);
+    let r = expect_ok(node.call("poweroff", json!({"envelope": poweroff.to_json()})));
+    assert_eq!(r["stopping"], json!(["stubborn", "a"]));
+    assert_eq!(node.stop_agent(Signal::SIGKILL).signal(), Some(9));
+    assert!(node.init.try_wait().unwrap().is_none(), "init signalled too early");
+
+    // The restarted agent finishes the accepted poweroff: it starts nothing,
+    // stops what is left (with the stop timeout the config gave), then
+    // signals init.
+    node.start_agent();
+    let s = node.status();
+    assert_eq!(s["shutting_down"], "poweroff", "{s:#}");
+    let (code, _) = expect_error(node.apply(&config(2, vec![], vec![])));
+    assert_eq!(code, "shutting_down");
+    let init_status = wait_child(&mut node.init, TIMEOUT).expect("init was not signalled");
+    assert_eq!(init_status.signal(), Some(Signal::SIGTERM as i32));
+    assert!(node.marked_processes().is_empty(), "{:?}", node.marked_processes());
+    let log = node.stderr();
+    let resumed = log.find("resuming the signed poweroff").expect(&log);
+    let after = &log[resumed..];
+    assert!(!after.contains("started "), "a service started again:\n{log}");
+    assert!(
+        after.contains("stopping stubborn") && after.contains("SIGKILL after 1500 ms"),
+        "{log}"
+    );
+    assert!(after.contains("sent SIGTERM to init"), "{log}");
+    assert_eq!(node.stop_agent(Signal::SIGTERM).code(), Some(0));
+}
+
+#[test]
 fn signed_reboot_sends_sigint_to_init() {
     let mut node = TestNode::start("reboot", Options::default());
     expect_ok(node.apply(&config(
