@@ -8,6 +8,7 @@
 use crate::clock::{self, NS_PER_MS};
 use crate::files::{self, FileError};
 use crate::identity::NodeIdentity;
+use crate::logging::RateLimit;
 use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, NonceBook};
@@ -133,6 +134,7 @@ pub struct Agent {
     echoes: Vec<Echo>,
     next_pump_ns: u64,
     shutdown: Option<Shutdown>,
+    rejections: RateLimit,
     init_signalled: bool,
     exit_when_stopped: bool,
     state_dirty: bool,
@@ -161,6 +163,7 @@ impl Agent {
             echoes: Vec::new(),
             next_pump_ns: 0,
             shutdown: None,
+            rejections: RateLimit::new(20, 10),
             init_signalled: false,
             exit_when_stopped: false,
             state_dirty: false,
@@ -262,7 +265,7 @@ impl Agent {
         let line = match frame {
             Frame::TooLarge { len } => {
                 let msg = format!("request line of {len} bytes exceeds the {MAX_FRAME}-byte limit; discarded");
-                log::warn!("rejected a request: frame_too_large: {msg}");
+                self.log_rejection(received_ns, format_args!("rejected a request: frame_too_large: {msg}"));
                 return proto::error_line(&Value::Null, ErrorCode::FrameTooLarge, &msg);
             }
             Frame::Line(line) => line,
@@ -270,7 +273,10 @@ impl Agent {
         let req = match proto::parse_request(&line) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("rejected a request: {}: {}", e.code, e.message);
+                self.log_rejection(
+                    received_ns,
+                    format_args!("rejected a request: {}: {}", e.code, e.message),
+                );
                 return proto::error_line(&e.id, e.code, &e.message);
             }
         };
@@ -285,9 +291,21 @@ impl Agent {
         match reply {
             Ok(result) => proto::ok_line(&req.id, result),
             Err((code, message)) => {
-                log::warn!("rejected {op} (id {}): {code}: {message}", req.id);
+                self.log_rejection(
+                    received_ns,
+                    format_args!("rejected {op} (id {}): {code}: {message}", req.id),
+                );
                 proto::error_line(&req.id, code, &message)
             }
+        }
+    }
+
+    /// Logs a refused request, at most 10 a second after a burst of 20.
+    fn log_rejection(&mut self, now: u64, line: std::fmt::Arguments) {
+        match self.rejections.admit(now) {
+            Some(0) => log::warn!("{line}"),
+            Some(n) => log::warn!("{line} ({n} more rejected requests were not logged)"),
+            None => {}
         }
     }
 

@@ -34,6 +34,10 @@ const MAX_PENDING_OUT: usize = 4 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 /// Retry period for a serial port or vsock listener that could not be opened.
 const RETRY_NS: u64 = 2_000 * NS_PER_MS;
+/// A serial line cannot tell that its client went away, so an unfinished
+/// request that sees no new byte for this long is dropped: half a request
+/// from one client must not swallow the next client's first.
+const SERIAL_PARTIAL_NS: u64 = 2_000 * NS_PER_MS;
 
 /// Why the agent could not set up its event loop.
 #[derive(Debug)]
@@ -225,6 +229,16 @@ impl Server {
                 }
             }
         }
+        if let Some(port) = self.serial.as_mut().and_then(|s| s.port.as_mut()) {
+            if port.reader.in_line() && now.saturating_sub(port.last_active_ns) >= SERIAL_PARTIAL_NS {
+                let dropped = port.reader.abandon();
+                log::warn!(
+                    "{}: dropped {dropped} bytes of an unfinished request after {} s without a newline",
+                    port.label,
+                    SERIAL_PARTIAL_NS / 1_000_000_000
+                );
+            }
+        }
         if let Some(port) = self.vsock_port {
             let bound = self.listeners.iter().any(|l| l.label.starts_with("vsock:"));
             if !bound && now >= self.vsock_retry_at_ns {
@@ -263,8 +277,10 @@ impl Server {
     fn next_wakeup(&self, now: u64) -> u64 {
         let mut at = now + 1_000 * NS_PER_MS;
         if let Some(s) = &self.serial {
-            if s.port.is_none() {
-                at = at.min(s.retry_at_ns);
+            match &s.port {
+                None => at = at.min(s.retry_at_ns),
+                Some(port) if port.reader.in_line() => at = at.min(port.last_active_ns + SERIAL_PARTIAL_NS),
+                Some(_) => {}
             }
         }
         if self.vsock_port.is_some() && self.vsock_failing {

@@ -136,3 +136,24 @@ fn a_dropped_or_silent_connection_does_not_block_others() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
+
+/// A serial line cannot tell that its client left: half a request from one
+/// client is dropped after 2 s of silence, so the next client's first
+/// request is answered instead of being glued to it.
+#[test]
+fn an_abandoned_half_request_on_serial_does_not_swallow_the_next_one() {
+    let (node, master) = serial_node("serial-half");
+    let mut first = serial_client(&master);
+    first.send(b"{\"id\": \"half\", \"op\": \"sta").unwrap();
+    drop(first);
+    node.wait_status("the partial line dropped", |_| {
+        node.stderr()
+            .contains("bytes of an unfinished request after 2 s without a newline")
+    });
+    // A client that does not send basaltctl's leading newline.
+    let mut second = serial_client(&master);
+    second.send(b"{\"id\": \"next\", \"op\": \"status\"}\n").unwrap();
+    let r = next_response(&mut second);
+    assert_eq!(r.id(), &json!("next"));
+    assert_eq!(expect_ok(r)["state"], "maintenance");
+}

@@ -5,8 +5,9 @@
 //! fields are errors, and every error names the JSON path it is about, e.g.
 //! `$.services[1].exec`.
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::cell::Cell;
 
 /// What was wrong, and where in the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +32,19 @@ impl std::fmt::Display for JsonError {
     }
 }
 
-/// Parses a JSON document, refusing duplicate keys and trailing data.
+/// At most this many values (objects, arrays, strings, numbers...) in one
+/// document. A parsed value costs tens to hundreds of bytes against the one
+/// to ten it took on the wire, so without a count a 1 MiB line of tiny
+/// objects would cost the agent over 100 MiB while it is parsed. Real
+/// requests and configs hold a few thousand values at most.
+pub const MAX_VALUES: usize = 10_000;
+
+/// Parses a JSON document, refusing duplicate keys, trailing data, and more
+/// than [`MAX_VALUES`] values.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let StrictValue(value) = StrictValue::deserialize(&mut de).map_err(syntax)?;
+    let budget = Cell::new(MAX_VALUES);
+    let value = StrictSeed(&budget).deserialize(&mut de).map_err(syntax)?;
     de.end().map_err(syntax)?;
     Ok(value)
 }
@@ -44,56 +54,79 @@ fn syntax(e: serde_json::Error) -> JsonError {
     JsonError::new("$", format!("malformed JSON: {e}"))
 }
 
-struct StrictValue(Value);
+/// Deserializes one value, charging it (and everything in it) to `budget`.
+#[derive(Clone, Copy)]
+struct StrictSeed<'b>(&'b Cell<usize>);
 
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
+impl StrictSeed<'_> {
+    fn charge<E: de::Error>(self) -> Result<(), E> {
+        match self.0.get() {
+            0 => Err(E::custom(format_args!("more than {MAX_VALUES} values"))),
+            n => {
+                self.0.set(n - 1);
+                Ok(())
+            }
+        }
     }
 }
 
-struct StrictVisitor;
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
 
-impl<'de> Visitor<'de> for StrictVisitor {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::Number(v.into()))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.charge()?;
         Number::from_f64(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom("non-finite number"))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::String(v.to_owned()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::String(v))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.charge()?;
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.charge()?;
         let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(self)? {
             items.push(v);
         }
         Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.charge()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(v) = map.next_value()?;
+            let v = map.next_value_seed(self)?;
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
@@ -247,6 +280,23 @@ mod tests {
             assert_eq!(err.path, "$");
             assert!(err.what.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn value_count_is_bounded() {
+        let at_limit = format!("[{}]", vec!["0"; MAX_VALUES - 1].join(","));
+        assert_eq!(
+            parse_strict(at_limit.as_bytes()).unwrap().as_array().unwrap().len(),
+            MAX_VALUES - 1
+        );
+        let over = format!("[{}]", vec!["{}"; MAX_VALUES].join(","));
+        let err = parse_strict(over.as_bytes()).unwrap_err();
+        assert!(err.what.contains("more than 10000 values"), "{err}");
+        let deep_and_wide = format!("{{\"a\":[{}]}}", vec!["[1,2]"; MAX_VALUES / 3 + 1].join(","));
+        assert!(
+            parse_strict(deep_and_wide.as_bytes()).is_err(),
+            "nested values count too"
+        );
     }
 
     #[test]

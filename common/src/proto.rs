@@ -101,6 +101,21 @@ impl FrameReader {
         frames
     }
 
+    /// True while a line has started but not ended (including an oversized
+    /// one being discarded).
+    pub fn in_line(&self) -> bool {
+        !self.buf.is_empty() || self.discarding.is_some()
+    }
+
+    /// Drops the line in progress and returns how many bytes it had. For a
+    /// channel that cannot tell its client left (a serial line): half a
+    /// request from one client must not swallow the next client's first.
+    pub fn abandon(&mut self) -> usize {
+        let n = self.discarding.take().unwrap_or(self.buf.len());
+        self.buf = Vec::new();
+        n
+    }
+
     /// Appends without letting the buffer's allocation grow past the cap
     /// (plain `extend` may double it).
     fn append(&mut self, chunk: &[u8]) {
@@ -412,6 +427,21 @@ pub fn parse_response(line: &[u8]) -> Result<Response, JsonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abandon_drops_the_partial_line_only() {
+        let mut r = FrameReader::new(8);
+        assert!(r.feed(b"{\"half").is_empty());
+        assert!(r.in_line());
+        assert_eq!(r.abandon(), 6);
+        assert!(!r.in_line());
+        assert_eq!(r.feed(b"ok\n"), vec![Frame::Line(b"ok".to_vec())]);
+        // An oversized line being discarded is abandoned too, and counted whole.
+        assert!(r.feed(b"0123456789abc").is_empty());
+        assert_eq!(r.abandon(), 13);
+        assert_eq!(r.feed(b"x\n"), vec![Frame::Line(b"x".to_vec())]);
+        assert_eq!(r.abandon(), 0);
+    }
     use crate::keys::SigningKey;
 
     fn lines(frames: &[Frame]) -> Vec<String> {
