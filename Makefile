@@ -35,7 +35,7 @@ BASALTCTL   := $(HOST_BIN)/basaltctl
 QEMU        := $(HOST_BIN)/basalt-qemu
 
 .PHONY: setup kernel host-tools keys node-bins rootfs image run boot test lint unit vmtest \
-        kernel-check bench fuzz clean
+        kernel-check bench fuzz robustness clean
 
 setup:
 	@scripts/setup.sh
@@ -111,6 +111,16 @@ vmtest: image
 	    $(CARGO) test --locked -p basalt-tests -- --test-threads=2
 
 test: lint unit vmtest
+
+# The robustness suites at full size (docs/robustness.md): the tamper matrix,
+# the channel under abuse (50 MiB down the serial line alone takes 15-30
+# minutes under TCG) and the crash storms. `make vmtest` runs the same tests
+# at their short sizes. Figures: $(BUILD)/test-logs/robustness.txt.
+robustness: image
+	@mkdir -p $(B)/test-logs && rm -f $(B)/test-logs/robustness.txt
+	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) BASALT_ROBUSTNESS=long \
+	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms -- --test-threads=2 --nocapture
+	@cat $(B)/test-logs/robustness.txt
 
 clean:
 	rm -rf $(BUILD) target

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod node;
+pub mod robustness;
 
 use basalt_common::keys::SigningKey;
 use basalt_mkimage::{BuildReport, BuildSpec, Compression, RootSource};

@@ -156,6 +156,42 @@ impl Node {
     }
 }
 
+/// Memory of one guest process, from `/proc/<pid>/status`, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rss {
+    pub pid: i64,
+    /// `VmRSS`: resident now.
+    pub rss: u64,
+    /// `VmHWM`: the peak of `VmRSS`.
+    pub hwm: u64,
+    /// `RssAnon`: heap, stacks: what a leak grows.
+    pub anon: u64,
+    /// `RssFile`: pages of the binary (and other files) mapped in.
+    pub file: u64,
+}
+
+impl Node {
+    /// The memory of the one process named `comm`, read inside the guest
+    /// by the remote hands.
+    pub fn rss(&self, comm: &str) -> Rss {
+        let r = self.hands(&format!("rss {comm}"));
+        let procs = r["procs"].as_array().cloned().unwrap_or_default();
+        assert_eq!(procs.len(), 1, "{}: one {comm} process: {r}", self.vm.name);
+        let field = |k: &str| {
+            procs[0][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{}: rss {comm}: no {k}: {r}", self.vm.name))
+        };
+        Rss {
+            pid: field("pid") as i64,
+            rss: field("rss_kib"),
+            hwm: field("hwm_kib"),
+            anon: field("anon_kib"),
+            file: field("file_kib"),
+        }
+    }
+}
+
 pub fn call(client: &mut Client, op: &str, fields: Map<String, Value>) -> Response {
     client.call(op, fields).unwrap_or_else(|e| panic!("{op}: {e}"))
 }
