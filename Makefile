@@ -122,5 +122,17 @@ robustness: image
 	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms -- --test-threads=2 --nocapture
 	@cat $(B)/test-logs/robustness.txt
 
+# Benchmarks (bench/README.md): basalt-init against a busybox /init, hashing
+# against openssl, sizes, memory and apply latency. About 15 minutes under
+# TCG. Writes bench/results.md, bench/results.json, bench/timeline.svg and
+# bench/scaling.svg; BENCH_ARGS passes options (basalt-bench run --help).
+BENCH_ARGS ?=
+bench: image
+	$(CARGO) build --release --locked --target $(TARGET) -p basalt-bench --no-default-features --bin bench-handoff
+	$(CARGO) build --release --locked -p basalt-bench --bin basalt-bench
+	$(HOST_BIN)/basalt-bench run --build $(B) --handoff $(NODE_BIN)/bench-handoff \
+	    --fragment $(FRAGMENT) --modules-dir $(MODULES_DIR) --kconfig $(KCONFIG) \
+	    --out $(abspath bench) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(BUILD) target

@@ -1,0 +1,98 @@
+//! One variant per operation of the suite that can fail, carrying what it
+//! failed on. Display is one line: what failed, on what, and why.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum BenchError {
+    /// An input the suite needs is not where `make` leaves it.
+    MissingInput {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A program the suite runs could not be started or failed.
+    Command {
+        program: String,
+        why: String,
+    },
+    Squashfs(basalt_mkimage::squashfs::SquashfsError),
+    Mkimage {
+        what: String,
+        source: basalt_mkimage::BuildError,
+    },
+    Cpio {
+        what: String,
+        source: basalt_mkimage::cpio::CpioError,
+    },
+    Key {
+        path: PathBuf,
+        why: String,
+    },
+    Vm {
+        what: String,
+        source: basalt_qemu::QemuError,
+    },
+    /// A boot did not end with the fixture's report.
+    Boot {
+        what: String,
+        why: String,
+        log: PathBuf,
+    },
+    /// Two tools disagree on a digest: the measurement is void.
+    DigestMismatch {
+        tool: String,
+        got: String,
+        want: String,
+    },
+    /// A file the suite reads back is not what it should be.
+    Parse {
+        what: String,
+        why: String,
+    },
+    /// The agent or basaltctl did not do what part 5 or 6 needs.
+    Agent {
+        op: String,
+        why: String,
+    },
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::MissingInput { what, path, hint } => {
+                write!(f, "{what} {} not found ({hint})", path.display())
+            }
+            BenchError::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            BenchError::Command { program, why } => write!(f, "running {program}: {why}"),
+            BenchError::Squashfs(e) => write!(f, "{e}"),
+            BenchError::Mkimage { what, source } => write!(f, "building {what}: {source}"),
+            BenchError::Cpio { what, source } => write!(f, "packing {what}: {source}"),
+            BenchError::Key { path, why } => write!(f, "reading key {}: {why}", path.display()),
+            BenchError::Vm { what, source } => write!(f, "{what}: {source}"),
+            BenchError::Boot { what, why, log } => {
+                write!(f, "{what}: {why} (console: {})", log.display())
+            }
+            BenchError::DigestMismatch { tool, got, want } => {
+                write!(f, "{tool} computed sha256 {got}, basalt's routine {want}: results void")
+            }
+            BenchError::Parse { what, why } => write!(f, "reading {what}: {why}"),
+            BenchError::Agent { op, why } => write!(f, "{op}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Shorthand for an `Io` error's closure.
+pub fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> BenchError {
+    let path = path.into();
+    move |source| BenchError::Io { op, path, source }
+}

@@ -1,0 +1,385 @@
+//! The images the boots compare: one padded root image per size, packed
+//! twice, once for basalt-init and once for the busybox baseline.
+//!
+//! Both initramfs hold the same kernel modules at the same paths and the
+//! same root image at /basalt/root.sqsh; only /init differs (and basalt's
+//! also holds the signed manifest, which it verifies and the baseline has no
+//! way to). The root image is the build's rootfs plus the handoff fixture
+//! plus a file of seeded pseudo-random bytes, which SquashFS cannot
+//! compress, sized so the image reaches the target.
+
+use crate::error::{io_err, BenchError};
+use basalt_common::hex;
+use basalt_mkimage::cpio::{CpioWriter, Entry};
+use basalt_mkimage::modules::ModuleFile;
+use basalt_mkimage::{BuildReport, BuildSpec, Compression, RootSource};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Where the handoff fixture lives in the bench root image.
+pub const HANDOFF: &str = "/usr/libexec/basalt-bench/handoff";
+/// The padding file, relative to the rootfs.
+pub const PADDING: &str = "usr/share/basalt-bench/padding";
+/// mksquashfs's default block size: the padding is whole blocks, so it
+/// leaves no fragment and its size is predictable.
+const SQUASHFS_BLOCK: u64 = 128 * 1024;
+/// The seed of the padding bytes: the same bytes in every run.
+pub const PADDING_SEED: u64 = 0x6261_7361_6c74_2d62; // "basalt-b"
+
+/// splitmix64: a tiny, fast generator whose output zstd cannot shrink.
+/// Not for cryptography; only so the padding is the same in every run.
+pub struct Prng(u64);
+
+impl Prng {
+    pub fn new(seed: u64) -> Prng {
+        Prng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `len` seeded pseudo-random bytes to `path`.
+pub fn write_random_file(path: &Path, len: u64, seed: u64) -> Result<(), BenchError> {
+    let file = File::create(path).map_err(io_err("create", path))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut rng = Prng::new(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        out.write_all(&buf[..n]).map_err(io_err("write", path))?;
+        left -= n as u64;
+    }
+    out.flush().map_err(io_err("write", path))
+}
+
+/// Bytes of padding that bring an image of `unpadded` bytes (the same tree
+/// without padding) up to at most `target`: whole SquashFS blocks, each
+/// costing its size plus a 4-byte entry in the file's block list, with a
+/// 4 KiB page of slack for the image's rounding.
+pub fn padding_for(target: u64, unpadded: u64) -> u64 {
+    let room = target.saturating_sub(unpadded + 4096);
+    room / (SQUASHFS_BLOCK + 4) * SQUASHFS_BLOCK
+}
+
+/// Copies the build's rootfs to `stage` and installs the handoff fixture.
+pub fn stage_rootfs(rootfs: &Path, handoff_bin: &Path, stage: &Path) -> Result<(), BenchError> {
+    if stage.exists() {
+        std::fs::remove_dir_all(stage).map_err(io_err("remove", stage))?;
+    }
+    run_tool(std::process::Command::new("cp").arg("-a").arg(rootfs).arg(stage))?;
+    let dest = stage.join(HANDOFF.trim_start_matches('/'));
+    install(handoff_bin, &dest, 0o755)?;
+    let padding_dir = stage.join(PADDING).parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&padding_dir).map_err(io_err("create", &padding_dir))
+}
+
+fn install(src: &Path, dest: &Path, mode: u32) -> Result<(), BenchError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    std::fs::copy(src, dest).map_err(io_err("copy to", dest))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dest))
+}
+
+pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), BenchError> {
+    let program = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| BenchError::Command {
+        program: program.clone(),
+        why: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(BenchError::Command {
+            program,
+            why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
+fn file_len(path: &Path) -> Result<u64, BenchError> {
+    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.len())
+}
+
+/// Builds the staged rootfs, padded towards `target` bytes, into `out`.
+/// `unpadded` is the size of the same tree built without padding.
+/// Returns the image's size.
+pub fn padded_image(stage: &Path, target: u64, unpadded: u64, out: &Path) -> Result<u64, BenchError> {
+    let padding = stage.join(PADDING);
+    write_random_file(&padding, padding_for(target, unpadded), PADDING_SEED)?;
+    let built = basalt_mkimage::squashfs::build_squashfs(stage, out, 0).map_err(BenchError::Squashfs);
+    std::fs::remove_file(&padding).map_err(io_err("remove", &padding))?;
+    built?;
+    file_len(out)
+}
+
+/// The staged rootfs as an image with no padding: the base the sizes are
+/// computed from.
+pub fn unpadded_size(stage: &Path, scratch: &Path) -> Result<u64, BenchError> {
+    basalt_mkimage::squashfs::build_squashfs(stage, scratch, 0).map_err(BenchError::Squashfs)?;
+    let size = file_len(scratch)?;
+    std::fs::remove_file(scratch).map_err(io_err("remove", scratch))?;
+    Ok(size)
+}
+
+/// What building an image needs from `make image`'s build directory.
+#[derive(Debug, Clone)]
+pub struct BuildInputs {
+    pub init: PathBuf,
+    pub modules_dir: PathBuf,
+    pub kconfig: PathBuf,
+    pub fragment: PathBuf,
+    pub image_key: PathBuf,
+}
+
+/// basalt's initramfs around `image`, exactly as `make image` builds one
+/// except for the handoff (the fixture).
+pub fn basalt_initramfs(inputs: &BuildInputs, image: &Path, out: &Path) -> Result<BuildReport, BenchError> {
+    let key = read_key(&inputs.image_key)?;
+    let spec = BuildSpec {
+        init: inputs.init.clone(),
+        root: RootSource::Squashfs(image.to_path_buf()),
+        modules_dir: inputs.modules_dir.clone(),
+        kconfig: inputs.kconfig.clone(),
+        fragment: inputs.fragment.clone(),
+        version: "bench".into(),
+        handoff: HANDOFF.into(),
+        compression: Compression::None,
+        embed_image: true,
+        image_out: None,
+        manifest_out: None,
+        out: out.to_path_buf(),
+        source_date_epoch: None,
+    };
+    basalt_mkimage::build(&spec, &key).map_err(|source| BenchError::Mkimage {
+        what: out.display().to_string(),
+        source,
+    })
+}
+
+fn read_key(path: &Path) -> Result<basalt_common::keys::SigningKey, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    basalt_common::keys::SigningKey::from_pkcs8_pem(&text).map_err(|e| BenchError::Key {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Step marks the baseline writes to the kernel log after each step, named
+/// as the basalt-init steps they correspond to.
+pub const BASELINE_MARKS: &[&str] = &[
+    "mount-early",
+    "modules",
+    "verify-image",
+    "mount-root",
+    "mount-writable",
+    "switch-root",
+    "lockdown",
+];
+
+/// The busybox baseline's /init: the steps basalt-init takes, as a shell
+/// script, with the flags basalt-init uses. Every command is a busybox
+/// applet reached through a symlink in /bin. `set -e`: any failure ends
+/// /init, the kernel panics, and with `panic=-1 -no-reboot` QEMU exits.
+pub fn baseline_script(modules: &[String], image_sha256: &[u8; 32], handoff: &str) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         # basalt-bench baseline /init (busybox): the work basalt-init does, as a script.\n\
+         set -e\n\
+         mark() { echo \"bench-mark $1\" > \"$kmsg\"; }\n\
+         kmsg=/dev/kmsg\n\
+         mount -t proc -o nosuid,nodev,noexec proc /proc\n\
+         mount -t sysfs -o nosuid,nodev,noexec sysfs /sys\n\
+         mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev\n\
+         mount -t securityfs -o nosuid,nodev,noexec securityfs /sys/kernel/security\n\
+         mount -t tmpfs -o nosuid,nodev,noexec,mode=0755,size=20% run /run\n\
+         mark mount-early\n",
+    );
+    for m in modules {
+        s.push_str(&format!("insmod /basalt/modules/{m}.ko\n"));
+    }
+    s.push_str("mark modules\n");
+    s.push_str(&format!(
+        "set -- $(sha256sum /basalt/root.sqsh)\n\
+         [ \"$1\" = {} ] || {{ echo \"baseline: root image digest mismatch: $1\"; exit 1; }}\n\
+         mark verify-image\n",
+        hex::encode(image_sha256)
+    ));
+    s.push_str(
+        "loop=$(losetup -f)\n\
+         losetup -r \"$loop\" /basalt/root.sqsh\n\
+         mount -t squashfs -o ro,nosuid,nodev \"$loop\" /newroot\n\
+         mark mount-root\n\
+         mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=64m tmpfs /newroot/tmp\n\
+         mount -t tmpfs -o nosuid,nodev,mode=0755,size=50% tmpfs /newroot/var\n\
+         mark mount-writable\n\
+         for m in /dev /proc /sys /run; do mount --move \"$m\" \"/newroot$m\"; done\n\
+         kmsg=/newroot/dev/kmsg\n\
+         mark switch-root\n\
+         echo integrity > /newroot/sys/kernel/security/lockdown\n\
+         mark lockdown\n",
+    );
+    // switch_root deletes the initramfs, moves /newroot onto / and execs.
+    s.push_str(&format!("exec switch_root /newroot {handoff}\n"));
+    s
+}
+
+/// The applets the script calls, each a symlink to /bin/busybox.
+pub const APPLETS: &[&str] = &["sh", "mount", "insmod", "sha256sum", "losetup", "switch_root"];
+
+/// Packs the baseline initramfs: /init (the script), /bin/busybox and its
+/// applet links, /dev/console, the mount points, the image and modules.
+pub fn baseline_initramfs(
+    busybox: &Path,
+    image: &Path,
+    image_sha256: &[u8; 32],
+    modules: &[ModuleFile],
+    out: &Path,
+) -> Result<u64, BenchError> {
+    let names: Vec<String> = modules.iter().map(|m| m.name.clone()).collect();
+    let script = baseline_script(&names, image_sha256, HANDOFF);
+    let module_paths: Vec<String> = names.iter().map(|n| format!("basalt/modules/{n}.ko")).collect();
+    let applet_paths: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
+    let mut entries: Vec<Entry> = vec![
+        Entry::bytes("init", 0o755, script.as_bytes()),
+        Entry::dir("bin", 0o755),
+        Entry::file("bin/busybox", 0o755, busybox),
+        Entry::dir("dev", 0o755),
+        Entry::char_device("dev/console", 0o600, 5, 1),
+        Entry::dir("proc", 0o755),
+        Entry::dir("sys", 0o755),
+        Entry::dir("run", 0o755),
+        Entry::dir("newroot", 0o755),
+        Entry::dir("basalt", 0o755),
+        Entry::dir("basalt/modules", 0o755),
+        Entry::file("basalt/root.sqsh", 0o444, image),
+    ];
+    for path in &applet_paths {
+        entries.push(Entry::symlink(path, "busybox"));
+    }
+    for (path, m) in module_paths.iter().zip(modules) {
+        entries.push(Entry::file(path, 0o444, &m.path));
+    }
+    entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+
+    let what = || out.display().to_string();
+    let file = File::create(out).map_err(io_err("create", out))?;
+    let mut writer = CpioWriter::new(BufWriter::with_capacity(1 << 20, file), 0);
+    for entry in &entries {
+        writer
+            .write_entry(entry)
+            .map_err(|source| BenchError::Cpio { what: what(), source })?;
+    }
+    let mut buffered = writer
+        .finish()
+        .map_err(|source| BenchError::Cpio { what: what(), source })?;
+    buffered.flush().map_err(io_err("write", out))?;
+    file_len(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prng_is_seeded_and_covers_every_byte() {
+        let mut a = Prng::new(1);
+        let mut b = Prng::new(1);
+        let mut c = Prng::new(2);
+        let (x, y, z) = (a.next_u64(), b.next_u64(), c.next_u64());
+        assert_eq!(x, y);
+        assert_ne!(x, z);
+        // splitmix64's first output for seed 0 (reference value).
+        assert_eq!(Prng::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+        // An odd length is filled to the last byte.
+        let mut buf = [0u8; 13];
+        Prng::new(3).fill(&mut buf);
+        assert_ne!(buf[12], 0);
+        // Every byte value turns up in 64 KiB.
+        let mut big = vec![0u8; 1 << 16];
+        Prng::new(PADDING_SEED).fill(&mut big);
+        let mut seen = [false; 256];
+        big.iter().for_each(|&v| seen[v as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn padding_is_whole_blocks_below_the_target() {
+        let mib = 1 << 20;
+        let cases: &[(u64, u64, u64)] = &[
+            // target, unpadded, padding
+            (64 * mib, 4 * mib, 479 * SQUASHFS_BLOCK),
+            (4 * mib, 4 * mib, 0),
+            (mib, 4 * mib, 0),
+            (4 * mib + 4096 + SQUASHFS_BLOCK + 4, 4 * mib, SQUASHFS_BLOCK),
+            (4 * mib + 4096 + SQUASHFS_BLOCK + 3, 4 * mib, 0),
+        ];
+        for &(target, unpadded, want) in cases {
+            let got = padding_for(target, unpadded);
+            assert_eq!(got, want, "target {target} unpadded {unpadded}");
+            assert!(unpadded + got + got / SQUASHFS_BLOCK * 4 <= target || got == 0);
+        }
+    }
+
+    #[test]
+    fn baseline_script_does_basalts_steps_in_order() {
+        let s = baseline_script(&["virtio_ring".into(), "loop".into()], &[0xab; 32], "/x/handoff");
+        let want_in_order = [
+            "#!/bin/sh\n",
+            "set -e\n",
+            "mount -t proc -o nosuid,nodev,noexec proc /proc\n",
+            "mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev\n",
+            "mount -t securityfs",
+            "mark mount-early\n",
+            "insmod /basalt/modules/virtio_ring.ko\ninsmod /basalt/modules/loop.ko\n",
+            "mark modules\n",
+            "set -- $(sha256sum /basalt/root.sqsh)\n",
+            &format!("[ \"$1\" = {} ]", "ab".repeat(32)),
+            "mark verify-image\n",
+            "losetup -r \"$loop\" /basalt/root.sqsh\n",
+            "mount -t squashfs -o ro,nosuid,nodev \"$loop\" /newroot\n",
+            "mark mount-root\n",
+            "/newroot/tmp\n",
+            "/newroot/var\n",
+            "mark mount-writable\n",
+            "mount --move \"$m\" \"/newroot$m\"",
+            "kmsg=/newroot/dev/kmsg\n",
+            "mark switch-root\n",
+            "echo integrity > /newroot/sys/kernel/security/lockdown\n",
+            "mark lockdown\n",
+            "exec switch_root /newroot /x/handoff\n",
+        ];
+        let mut at = 0;
+        for piece in want_in_order {
+            let found = s[at..]
+                .find(piece)
+                .unwrap_or_else(|| panic!("{piece:?} missing after byte {at}:\n{s}"));
+            at += found + piece.len();
+        }
+        assert!(s.ends_with("exec switch_root /newroot /x/handoff\n"));
+        // Every mark is one BASELINE_MARKS names, each once.
+        for name in BASELINE_MARKS {
+            assert_eq!(s.matches(&format!("\nmark {name}\n")).count(), 1, "mark {name}");
+        }
+        // Every command the script runs has an applet link.
+        for cmd in ["mount", "insmod", "sha256sum", "losetup", "switch_root"] {
+            assert!(APPLETS.contains(&cmd), "{cmd}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! basalt-bench: the command line around the suite (see lib.rs).
+#![deny(unsafe_code)]
+
+use basalt_bench::cli::{self, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("basalt-bench: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Run(opts) => basalt_bench::suite::run(&opts),
+        Command::Boot(opts) => basalt_bench::suite::boot_one(&opts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("basalt-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
