@@ -24,10 +24,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The environment's PATH for services (the same init gives the agent).
 pub const SERVICE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -597,24 +596,23 @@ fn signal_group(pid: Pid, sig: Signal) {
 fn spawn(spec: &ServiceSpec, log_dir: &Path, proc_dir: &Path) -> Result<(Pid, Option<u64>), String> {
     let path = logs::log_path(log_dir, &spec.name);
     let out = logs::open_append(&path).map_err(|e| format!("cannot open log {}: {e}", path.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot duplicate log descriptor: {e}"))?;
-    let mut cmd = Command::new(&spec.exec[0]);
-    cmd.args(&spec.exec[1..])
-        .env_clear()
-        .env("PATH", SERVICE_PATH)
-        .envs(&spec.env)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    sys::isolate_child(&mut cmd);
-    let child = cmd.spawn().map_err(|e| format!("{}: {e}", spec.exec[0]))?;
-    let pid = Pid::from_raw(child.id() as i32);
-    // Dropping the handle neither kills nor waits: reap() collects the exit.
-    drop(child);
+    let env = service_env(&spec.env);
+    let pid = sys::spawn_service(&sys::SpawnSpec {
+        argv: &spec.exec,
+        env: &env,
+        output: out.as_fd(),
+    })
+    .map_err(|e| format!("{}: {e}", spec.exec[0]))?;
     Ok((pid, read_stat(proc_dir, pid).map(|(_, t)| t)))
+}
+
+/// A service's whole environment: PATH, then the config's variables (which
+/// may override it), in a stable order. Nothing of the agent's leaks in.
+fn service_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    out.insert("PATH".into(), SERVICE_PATH.into());
+    out.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out.into_iter().collect()
 }
 
 /// State letter and start time (field 22) of `/proc/<pid>/stat`.

@@ -20,7 +20,14 @@ fn apply_writes_files_sets_hostname_and_starts_services() {
     assert_eq!(s["nonce"].as_str().unwrap().len(), 32);
     assert_eq!(s["trusted_keys"], json!([node.key.public_key().key_id()]));
 
-    let mut web = node.service_spec("web", "echo hello from $0; env; while :; do sleep 1; done");
+    let mut web = node.service_spec(
+        "web",
+        // Builtins only for the /proc reads: a shell waiting on a child has
+        // all signals blocked, which would hide what it started with.
+        "echo hello from $0; env; while read -r k v; do case $k in SigBlk:|SigIgn:) echo \"$k $v\";; esac; \
+         done < /proc/$$/status; read -r _ _ _ _ _ sid _ < /proc/$$/stat; echo session=$sid pid=$$; \
+         while :; do sleep 1; done",
+    );
     web["env"] = json!({"GREETING": "hi there"});
     let doc = config(
         1,
@@ -60,6 +67,16 @@ fn apply_writes_files_sets_hostname_and_starts_services() {
     }
     let lines = node.logs("web", 100);
     assert_eq!(lines[0], "hello from web");
+    // It starts clean: nothing blocked or ignored (the agent blocks what it
+    // reads through signalfd), and in a session of its own.
+    assert!(lines.iter().any(|l| l == "SigBlk: 0000000000000000"), "{lines:?}");
+    // glibc keeps its two internal real-time signals (32, 33) ignored in a
+    // posix_spawn child; musl, which the node runs, ignores nothing.
+    let ign = lines.iter().find(|l| l.starts_with("SigIgn: ")).expect("SigIgn line");
+    assert!(["SigIgn: 0000000000000000", "SigIgn: 0000000180000000"].contains(&ign.as_str()), "{ign}");
+    let ids = lines.iter().find(|l| l.starts_with("session=")).expect("session line");
+    let (sid, pid) = ids.split_once(' ').unwrap();
+    assert_eq!(sid.trim_start_matches("session="), pid.trim_start_matches("pid="), "its own session: {ids}");
     // A clean environment: the test runner's variables do not leak in.
     assert!(
         lines.iter().any(|l| l == "PATH=/usr/sbin:/usr/bin:/sbin:/bin"),
