@@ -73,10 +73,17 @@ fn apply_writes_files_sets_hostname_and_starts_services() {
     // glibc keeps its two internal real-time signals (32, 33) ignored in a
     // posix_spawn child; musl, which the node runs, ignores nothing.
     let ign = lines.iter().find(|l| l.starts_with("SigIgn: ")).expect("SigIgn line");
-    assert!(["SigIgn: 0000000000000000", "SigIgn: 0000000180000000"].contains(&ign.as_str()), "{ign}");
+    assert!(
+        ["SigIgn: 0000000000000000", "SigIgn: 0000000180000000"].contains(&ign.as_str()),
+        "{ign}"
+    );
     let ids = lines.iter().find(|l| l.starts_with("session=")).expect("session line");
     let (sid, pid) = ids.split_once(' ').unwrap();
-    assert_eq!(sid.trim_start_matches("session="), pid.trim_start_matches("pid="), "its own session: {ids}");
+    assert_eq!(
+        sid.trim_start_matches("session="),
+        pid.trim_start_matches("pid="),
+        "its own session: {ids}"
+    );
     // A clean environment: the test runner's variables do not leak in.
     assert!(
         lines.iter().any(|l| l == "PATH=/usr/sbin:/usr/bin:/sbin:/bin"),
