@@ -35,7 +35,7 @@ BASALTCTL   := $(HOST_BIN)/basaltctl
 QEMU        := $(HOST_BIN)/basalt-qemu
 
 .PHONY: setup kernel host-tools keys node-bins rootfs image run boot test lint unit vmtest \
-        kernel-check bench fuzz robustness clean
+        kernel-check bench fuzz fuzz-short robustness clean
 
 setup:
 	@scripts/setup.sh
@@ -110,7 +110,7 @@ vmtest: image
 	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) \
 	    $(CARGO) test --locked -p basalt-tests -- --test-threads=2
 
-test: lint unit vmtest
+test: lint unit fuzz-short vmtest
 
 # The robustness suites at full size (docs/robustness.md): the tamper matrix,
 # the channel under abuse (50 MiB down the serial line alone takes 15-30
@@ -121,6 +121,17 @@ robustness: image
 	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) BASALT_ROBUSTNESS=long \
 	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms -- --test-threads=2 --nocapture
 	@cat $(B)/test-logs/robustness.txt
+
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS each,
+# then a table of executions and crashes (fuzz/results.md). Needs cargo-fuzz
+# (scripts/setup.sh installs it). Non-zero on any crash.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	scripts/fuzz.sh --seconds $(FUZZ_SECONDS) --out fuzz/results.md
+
+# The short run `make test` does: 30 s per target.
+fuzz-short: setup
+	scripts/fuzz.sh --seconds 30
 
 # Benchmarks (bench/README.md): basalt-init against a busybox /init, hashing
 # against openssl, sizes, memory and apply latency. About 15 minutes under

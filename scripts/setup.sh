@@ -2,7 +2,8 @@
 # Installs what building and booting basalt needs, only where it is missing.
 # Safe to run again: it does nothing on a machine that has everything.
 #
-#   scripts/setup.sh            # Debian packages, Rust target, vhost-device-vsock
+#   scripts/setup.sh            # Debian packages, Rust target, vhost-device-vsock,
+#                               # cargo-fuzz (make fuzz, make test)
 set -eu
 
 say() { echo "setup: $*"; }
@@ -42,4 +43,11 @@ cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$cargo_bin/vhost-device-vsock" ]; then
     say "installing vhost-device-vsock 0.3.0 (userspace vsock device for QEMU)"
     cargo install --locked --quiet vhost-device-vsock --version 0.3.0
+fi
+
+# Fuzzing (scripts/fuzz.sh) builds with cargo-fuzz on the one stable
+# toolchain (RUSTC_BOOTSTRAP=1; no second toolchain is fetched).
+if ! cargo fuzz --version >/dev/null 2>&1 && [ ! -x "$cargo_bin/cargo-fuzz" ]; then
+    say "installing cargo-fuzz 0.13.2"
+    cargo install --locked --quiet cargo-fuzz --version 0.13.2
 fi

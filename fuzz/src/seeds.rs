@@ -1,0 +1,503 @@
+//! The committed seed corpora (fuzz/seeds/<target>/), built from the same
+//! literals the unit tests use. `gen-seeds` writes them; the result is the
+//! same on every run (Ed25519 signatures are deterministic).
+//!
+//! Each seed is laid out as its target reads input: a mode byte first where
+//! the target has modes (see each target's header comment).
+
+use crate::{config_to_json, signing_key};
+use basalt_common::envelope::SignedEnvelope;
+use basalt_common::manifest::{build_manifest, ImageDigest, Manifest, ModuleEntry};
+use basalt_common::proto::{self, ErrorCode};
+use basalt_common::{b64, hex, pem};
+use basalt_mkimage::modinfo::synthetic;
+use serde_json::{json, Value};
+
+/// One seed file: `fuzz/seeds/<target>/<name>`.
+pub struct Seed {
+    pub target: &'static str,
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+pub const TARGETS: [&str; 7] = [
+    "frames",
+    "envelope_config",
+    "cmdline",
+    "manifest",
+    "keys",
+    "modinfo",
+    "json_strict",
+];
+
+const NODE_EXAMPLE: &[u8] = include_bytes!("../../docs/examples/node.json");
+const FRAGMENT: &[u8] = include_bytes!("../../kernel-config/basalt.config");
+
+/// Every seed, for every target.
+pub fn all() -> Vec<Seed> {
+    let mut out = Vec::new();
+    let mut add = |target: &'static str, items: Vec<Vec<u8>>| {
+        for (i, bytes) in items.into_iter().enumerate() {
+            out.push(Seed {
+                target,
+                name: format!("seed-{i:03}"),
+                bytes,
+            });
+        }
+    };
+    add("frames", frames());
+    add("envelope_config", envelope_config());
+    add("cmdline", cmdline());
+    add("manifest", manifest());
+    add("keys", keys());
+    add("modinfo", modinfo());
+    add("json_strict", json_strict());
+    out
+}
+
+fn with_mode(mode: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![mode];
+    v.extend_from_slice(body);
+    v
+}
+
+fn to_vec(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("a Value always serialises")
+}
+
+/// The base config of common/src/config.rs's tests.
+fn base_config() -> Value {
+    json!({
+        "kind": "config",
+        "version": 1,
+        "generation": 2,
+        "node": "4c4c4544-0042-3510-8056-b4c04f4e4d32",
+        "hostname": "node-1",
+        "files": [
+            {"path": "/var/lib/kubelet/kubeconfig", "mode": "0600", "contents": "apiVersion: v1\n"},
+            {"path": "/run/kubelet/ca.crt", "contents_base64": "AAEC"}
+        ],
+        "services": [
+            {"name": "kubelet", "exec": ["/usr/bin/kubelet", "--v=2"], "env": {"HOME": "/var/lib/kubelet"},
+             "after": ["containerd"], "restart": {"policy": "always", "backoff_initial_ms": 200}},
+            {"name": "containerd", "exec": ["/usr/bin/containerd"], "stop_timeout_ms": 3000}
+        ]
+    })
+}
+
+/// Signed payloads: configs that validate, configs that fail one rule each
+/// (from the validation table), and commands.
+fn payloads() -> Vec<Vec<u8>> {
+    let mut out = vec![
+        to_vec(&base_config()),
+        NODE_EXAMPLE.to_vec(),
+        to_vec(&json!({"kind":"config","version":1,"generation":1,"node":"n","hostname":"h"})),
+        to_vec(
+            &json!({"kind":"config","version":1,"generation":1,"node":"n","hostname":"h","services":[
+                {"name":"ok","exec":["/bin/true"]},
+                {"name":"a","exec":["/bin/true"],"after":["c"]},
+                {"name":"b","exec":["/bin/true"],"after":["a","ok"]},
+                {"name":"c","exec":["/bin/true"],"after":["b"]}
+            ]}),
+        ),
+        to_vec(
+            &json!({"kind":"config","version":1,"generation":1,"node":"n","hostname":"h","services":[
+                {"name":"d","exec":["/bin/true"],"after":["c"]},
+                {"name":"a","exec":["/bin/true"]},
+                {"name":"c","exec":["/bin/true"],"after":["a"]},
+                {"name":"b","exec":["/bin/true"]}
+            ]}),
+        ),
+        br#"{"kind":"reboot","version":1,"node":"n1","nonce":"abcd"}"#.to_vec(),
+        br#"{"kind":"poweroff","version":1,"node":"n1","nonce":"abcd"}"#.to_vec(),
+        br#"{"kind":"reboot","version":2,"node":"n","nonce":"x"}"#.to_vec(),
+        br#"{"kind":"config","version":1,"generation":1,"generation":2}"#.to_vec(),
+        br#"{"version":1}"#.to_vec(),
+    ];
+    let edits: &[(&str, Value)] = &[
+        ("/version", json!(2)),
+        ("/generation", json!(0)),
+        ("/hostname", json!("a..b")),
+        ("/files/0/path", json!("/var/lib/../../etc/shadow")),
+        ("/files/0/path", json!("/run/basalt/agent/state.json")),
+        ("/files/1/path", json!("/var/lib/kubelet/kubeconfig/x")),
+        ("/files/0/mode", json!("4755")),
+        ("/files/1/contents_base64", json!("AAE")),
+        ("/services/0/name", json!("agent")),
+        ("/services/0/exec", json!(["kubelet"])),
+        ("/services/0/env", json!({"A=B": "x"})),
+        ("/services/0/after", json!(["containerd", "containerd"])),
+        (
+            "/services/0/restart",
+            json!({"backoff_initial_ms": 500, "backoff_max_ms": 100}),
+        ),
+        ("/services/1/after", json!(["kubelet"])),
+    ];
+    for (pointer, value) in edits {
+        let mut doc = base_config();
+        let (parent, key) = pointer.rsplit_once('/').expect("pointers have a parent");
+        match doc.pointer_mut(parent).expect("the base config has the parent") {
+            Value::Object(map) => {
+                map.insert(key.to_string(), value.clone());
+            }
+            Value::Array(items) => items[key.parse::<usize>().expect("an index")] = value.clone(),
+            _ => unreachable!("pointers name objects and arrays"),
+        }
+        out.push(to_vec(&doc));
+    }
+    // A config exactly as the fuzz target writes one back.
+    let parsed = basalt_common::config::parse_config(&to_vec(&base_config())).expect("the base config is valid");
+    out.push(to_vec(&config_to_json(&parsed)));
+    out
+}
+
+fn envelope(payload: &[u8]) -> Vec<u8> {
+    to_vec(&SignedEnvelope::sign(&signing_key(), payload.to_vec()).to_json())
+}
+
+fn envelope_config() -> Vec<Vec<u8>> {
+    let payloads = payloads();
+    let mut out = Vec::new();
+    for p in &payloads {
+        out.push(with_mode(0, &envelope(p)));
+    }
+    for p in &payloads {
+        out.push(with_mode(1, p));
+    }
+    for p in &payloads {
+        out.push(with_mode(2, p));
+    }
+    // Envelopes that fail to parse, from envelope.rs's tests.
+    let sig = b64::encode(&[0u8; 64]);
+    let id = "0123456789abcdef";
+    for text in [
+        format!(r#"{{"payload":"e30=","signature":"{sig}","key_id":"{id}"}}"#),
+        format!(r#"{{"payload":"e30","signature":"{sig}","key_id":"{id}"}}"#),
+        format!(r#"{{"payload":"e30=","signature":"AAAA","key_id":"{id}"}}"#),
+        format!(r#"{{"payload":"e30=","signature":"{sig}","key_id":"0123456789ABCDEF"}}"#),
+        format!(r#"{{"payload":"e30=","payload":"e30=","signature":"{sig}","key_id":"{id}"}}"#),
+    ] {
+        out.push(with_mode(0, text.as_bytes()));
+    }
+    out
+}
+
+/// `[cap selector][cut count][cuts...][stream]`, as the frames target reads.
+fn frame_input(selector: u8, cuts: &[u16], stream: &[u8]) -> Vec<u8> {
+    let mut v = vec![selector, cuts.len() as u8];
+    for c in cuts {
+        v.extend_from_slice(&c.to_le_bytes());
+    }
+    v.extend_from_slice(stream);
+    v
+}
+
+fn frames() -> Vec<Vec<u8>> {
+    let big = 0xc0; // cap = MAX_FRAME
+    let env = String::from_utf8(envelope(b"{}")).expect("JSON is UTF-8");
+    let requests = [
+        r#"{"id":1,"op":"status"}"#.to_string(),
+        r#"{"op":"logs","id":"a","source":"kubelet"}"#.to_string(),
+        r#"{"id":2,"op":"logs","source":"init","tail":5}"#.to_string(),
+        r#"{"id":2,"op":"logs","source":"init","since":900}"#.to_string(),
+        format!(r#"{{"id":3,"op":"apply","envelope":{env}}}"#),
+        format!(r#"{{"id":4,"op":"reboot","envelope":{env}}}"#),
+        format!(r#"{{"id":5,"op":"poweroff","envelope":{env}}}"#),
+        r#"{"id":1,"id":2,"op":"status"}"#.to_string(),
+        r#"{"id":-1,"op":"status"}"#.to_string(),
+        r#"{"id":1,"op":"format"}"#.to_string(),
+        r#"{"id":1,"op":"status","x":1}"#.to_string(),
+        r#"{"id":1,"op":"logs","source":"a","tail":1,"since":2}"#.to_string(),
+        r#"{"id":1,"op":"logs","source":"a","tail":10001}"#.to_string(),
+        r#"{"id":1,"op":"apply","envelope":{"payload":"e30="}}"#.to_string(),
+        "[1]".to_string(),
+        "{".to_string(),
+    ];
+    let mut out = Vec::new();
+    for r in &requests {
+        out.push(frame_input(big, &[], format!("{r}\n").as_bytes()));
+    }
+    let responses = [
+        proto::ok_line(&json!(3), json!({"state": "maintenance"})),
+        proto::error_line(&json!("x"), ErrorCode::WrongNode, "two\nlines"),
+        proto::error_line(&json!(null), ErrorCode::FrameTooLarge, "line too long"),
+    ];
+    for r in &responses {
+        out.push(frame_input(big, &[], r));
+    }
+    // The framing table of proto.rs: small caps, lines cut across chunks.
+    let table: &[(u8, &[u16], &[u8])] = &[
+        (7, &[], b"a\nb\n"),
+        (7, &[2], b"abc\n"),
+        (7, &[], b"abc\r\n"),
+        (7, &[6], b"\n\n  \r\nx\n"),
+        (7, &[], b"12345678\n"),
+        (7, &[10], b"123456789\nok\n"),
+        (7, &[4, 8, 12], b"123456789abc\nok\n"),
+        (7, &[9, 17], b"123456789xxxxxxxxx\nok"),
+        (7, &[], b"123456789abc\n12\n"),
+        (7, &[], b"\xff\xfe\n"),
+        (63, &[], b"no newline yet"),
+        (
+            21,
+            &[5, 11],
+            b"{\"id\":1,\"op\":\"status\"}\n{\"id\":2,\"op\":\"status\"}\n",
+        ),
+    ];
+    for (selector, cuts, stream) in table {
+        out.push(frame_input(*selector, cuts, stream));
+    }
+    let all: Vec<u8> = requests.iter().flat_map(|r| format!("{r}\r\n").into_bytes()).collect();
+    out.push(frame_input(big, &[1, 100, 400], &all));
+    out
+}
+
+fn cmdline() -> Vec<Vec<u8>> {
+    let lines = [
+        // common/src/cmdline.rs
+        "",
+        "  \n",
+        "quiet",
+        "console=ttyS0 basalt.lockdown=none\n",
+        "a= b==c",
+        "x=\"one two\" y",
+        "\"x=a b\"",
+        "a -- b=c",
+        "a --b",
+        "x=\"unterminated rest",
+        "k=1 k=2 other",
+        // init/src/cmdline.rs
+        "console=ttyS0 quiet",
+        "basalt.image=/dev/vda basalt.image_wait=3 basalt.agent=/usr/libexec/check \
+         basalt.lockdown=confidentiality basalt.on_error=poweroff basalt.error_delay=0 \
+         basalt.shutdown_timeout=5 basalt.run_size=10% basalt.tmp_size=128M basalt.var_size=1g \
+         basalt.debug basalt.serial=ttyS1 basalt.unknown=whatever",
+        "basalt.image=initramfs",
+        "basalt.lockdown=maybe",
+        "basalt.lockdown",
+        "basalt.image=/etc/passwd",
+        "basalt.image=/dev/../etc",
+        "basalt.agent=bin/sh",
+        "basalt.on_error=explode",
+        "basalt.error_delay=-1",
+        "basalt.shutdown_timeout=601",
+        "basalt.tmp_size=lots",
+        "basalt.debug=maybe",
+        "basalt.lockdown=none basalt.lockdown=integrity",
+        "basalt.lockdown=bad basalt.on_error=poweroff",
+        "basalt.tmp_size=9999999999999999 basalt.run_size=5%% basalt.var_size=101%",
+        "64m",
+        "100%",
+        // agent/src/settings.rs
+        "basalt.serial=none basalt.vsock_port=none basalt.node=n1",
+        "basalt.serial=hvc1 basalt.vsock_port=5000",
+        "basalt.serial=/dev/pts/3",
+        "basalt.serial=../x basalt.vsock_port=http",
+        "basalt.vsock_port=4294967295 basalt.node=bad/id",
+        "basalt.vsock_port=1 basalt.vsock_port=2",
+        // What QEMU tests boot with.
+        "console=ttyS0 quiet basalt.on_error=poweroff basalt.node=4c4c4544-0042-3510-8056-b4c04f4e4d32",
+        "4C4C4544-0042-3510-8056-B4C04F4E4D32\n",
+        "00000000-0000-0000-0000-000000000000",
+    ];
+    lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+}
+
+fn sample_manifest() -> Manifest {
+    Manifest {
+        version: "0.1.0".into(),
+        kernel: "6.1.0-56-amd64".into(),
+        image: ImageDigest {
+            size: 4096,
+            sha256: [7; 32],
+        },
+        modules: vec![
+            ModuleEntry {
+                name: "virtio_ring".into(),
+                sha256: [1; 32],
+            },
+            ModuleEntry {
+                name: "virtio".into(),
+                sha256: [2; 32],
+            },
+        ],
+        handoff: "/sbin/basalt-agent".into(),
+    }
+}
+
+fn manifest() -> Vec<Vec<u8>> {
+    let good = String::from_utf8(build_manifest(&sample_manifest())).expect("JSON is UTF-8");
+    let digest7 = hex::encode(&[7; 32]);
+    let mut texts = vec![
+        good.clone(),
+        good.replace("\"format\": 1", "\"format\": 2"),
+        good.replace("\"version\"", "\"versoin\""),
+        good.replace(&digest7, "abc"),
+        good.replace("\"size\": 4096", "\"size\": \"4096\""),
+        good.replace("\"virtio\"", "\"../etc\""),
+        good.replace("\"virtio\"", "\"virtio_ring\""),
+        good.replace("/sbin/basalt-agent", "sbin/agent"),
+        good.replace("/sbin/basalt-agent", "/sbin/../bin/sh"),
+        good.replace("\"kernel\"", "\"kernel\": \"x\", \"kernel\""),
+        good.replace(",\n  \"handoff\": \"/sbin/basalt-agent\"", ""),
+    ];
+    let mut many = sample_manifest();
+    many.modules = [
+        "virtio_ring",
+        "virtio",
+        "virtio_pci_modern_dev",
+        "virtio_pci_legacy_dev",
+        "virtio_pci",
+        "loop",
+        "squashfs",
+        "vsock",
+        "vmw_vsock_virtio_transport_common",
+        "vmw_vsock_virtio_transport",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, name)| ModuleEntry {
+        name: name.to_string(),
+        sha256: [i as u8; 32],
+    })
+    .collect();
+    texts.push(String::from_utf8(build_manifest(&many)).expect("JSON is UTF-8"));
+    let mut out = Vec::new();
+    for t in &texts {
+        out.push(with_mode(0, t.as_bytes()));
+        out.push(with_mode(2, t.as_bytes()));
+    }
+    let key = signing_key();
+    let sig = key.sign(good.as_bytes());
+    let mut signed = vec![1, 1];
+    signed.extend_from_slice(&sig);
+    signed.extend_from_slice(good.as_bytes());
+    out.push(signed);
+    let mut wrong = vec![1, 1];
+    wrong.extend_from_slice(&key.sign(b"other"));
+    wrong.extend_from_slice(good.as_bytes());
+    out.push(wrong);
+    let mut short = vec![1, 128 + 63];
+    short.extend_from_slice(&sig[..63]);
+    short.extend_from_slice(good.as_bytes());
+    out.push(short);
+    out
+}
+
+fn keys() -> Vec<Vec<u8>> {
+    // RFC 8032 section 7.1 test 1, as in common/src/keys.rs.
+    const PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const PUBLIC_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n";
+    const PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+    let raw = hex::decode(PUBLIC).expect("hex");
+    let spki = pem::parse(PUBLIC_PEM).expect("PEM").der;
+    let pkcs8 = pem::parse(PRIVATE_PEM).expect("PEM").der;
+    let mut wrong_oid = pkcs8.clone();
+    wrong_oid[10] = 0x71; // Ed448
+    let mut out: Vec<Vec<u8>> = vec![
+        raw.clone(),
+        spki.clone(),
+        pkcs8.clone(),
+        wrong_oid.clone(),
+        PUBLIC_PEM.as_bytes().to_vec(),
+        PRIVATE_PEM.as_bytes().to_vec(),
+        PUBLIC_PEM.replace('\n', "\r\n").into_bytes(),
+        format!("\n\n{PRIVATE_PEM}\n").into_bytes(),
+        pem::encode("PRIVATE KEY", &wrong_oid).into_bytes(),
+        pem::encode("ENCRYPTED PRIVATE KEY", b"whatever").into_bytes(),
+        pem::encode("CERTIFICATE", b"x").into_bytes(),
+        pem::encode("PUBLIC KEY", &spki[..12]).into_bytes(),
+        b"-----BEGIN PUBLIC KEY-----\nAAAA\n".to_vec(),
+        b"-----BEGIN X-----\nAAEC\n-----END X-----\nmore\n".to_vec(),
+        b"\n-----BEGIN X-----\r\nAAEC\r\n-----END X-----\r\n\n".to_vec(),
+        pem::encode("PUBLIC KEY", &(0..100u8).collect::<Vec<u8>>()).into_bytes(),
+        vec![0u8; 31],
+        vec![0u8; 44],
+    ];
+    // base64 and hex vectors (b64.rs, hex.rs).
+    for text in [
+        "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy", "Zg=", "Zg==Zg==", "Z===", "Zh==", "Zm9=",
+        "Zm 9", "Zm-v",
+    ] {
+        out.push(text.as_bytes().to_vec());
+    }
+    for text in ["00", "ff10", "0123456789abcdef", "ABCD", "0g", "abc", PUBLIC] {
+        out.push(text.as_bytes().to_vec());
+    }
+    out.push(b64::encode(&pkcs8).into_bytes());
+    out
+}
+
+fn modinfo() -> Vec<Vec<u8>> {
+    // From initramfs/src/modinfo.rs's tests.
+    const VIRTIO: &[u8] = b"license=GPL\0depends=virtio_ring\0\0\0retpoline=Y\0intree=Y\0name=virtio\0vermagic=6.1.0-56-amd64 SMP preempt mod_unload modversions \0";
+    let sections: &[&[u8]] = &[
+        VIRTIO,
+        b"name=a\0depends=\0",
+        b"depends=virtio_ring,virtio_pci_modern_dev,virtio_pci_legacy_dev,virtio\0",
+        b"depends=a,,b,\0",
+        b"name=a\0garbage\0",
+        b"\0\0=x\0",
+        b"author=Jos\xe9\0name=x\0",
+    ];
+    let mut out = Vec::new();
+    for s in sections {
+        out.push(with_mode(0, &synthetic::module(s)));
+        out.push(with_mode(1, s));
+    }
+    // Extended section numbering: e_shnum = 0, e_shstrndx = SHN_XINDEX.
+    let mut elf = synthetic::module(VIRTIO);
+    let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().expect("8 bytes")) as usize;
+    elf[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes());
+    elf[0x3e..0x40].copy_from_slice(&0xffffu16.to_le_bytes());
+    elf[shoff + 32..shoff + 40].copy_from_slice(&5u64.to_le_bytes());
+    elf[shoff + 40..shoff + 44].copy_from_slice(&4u32.to_le_bytes());
+    out.push(with_mode(0, &elf));
+    // Dependency graphs: [count] then per module [flags][u16 depends-on bits].
+    // virtio_ring(0) <- virtio(1) <- virtio_pci(2), wanted; 3 built in.
+    out.push(vec![2, 4, 1, 0, 0, 1, 1, 0, 5, 3, 0, 2, 0, 0]);
+    // A cycle 0 -> 1 -> 2 -> 0, 0 wanted.
+    out.push(vec![2, 3, 5, 2, 0, 1, 4, 0, 1, 1, 0]);
+    // A missing dependency.
+    out.push(vec![2, 2, 5, 2, 0, 0, 0, 0]);
+    // The fragment, then a .config.
+    let config = b"CONFIG_BLK_DEV_INITRD=y\nCONFIG_RD_ZSTD=y\nCONFIG_SQUASHFS=m\nCONFIG_BLK_DEV_LOOP=m\n\
+# CONFIG_MODULE_SIG_FORCE is not set\nCONFIG_LOCALVERSION=\"\"\nCONFIG_HZ=250\nCONFIG_X=n\n";
+    let mut both = with_mode(3, FRAGMENT);
+    both.push(0);
+    both.extend_from_slice(config);
+    out.push(both);
+    out.push(with_mode(
+        3,
+        b"CONFIG_A=y|CONFIG_B=y\nCONFIG_C=m # modules: c_mod d\n\0CONFIG_B=y\nCONFIG_C=m\n",
+    ));
+    out.push(with_mode(
+        3,
+        b"\0kernel/fs/squashfs/squashfs.ko\nkernel/drivers/block/loop.ko\nkernel/net/vmw-vsock.ko\n",
+    ));
+    out
+}
+
+fn json_strict() -> Vec<Vec<u8>> {
+    let texts: &[&[u8]] = &[
+        br#"{"a":1,"b":[1,{"c":null}]}"#,
+        b"[]",
+        b"\"x\"",
+        b" 1 ",
+        br#"{"a":1,"a":2}"#,
+        br#"{"x":{"a":1,"a":1}}"#,
+        b"{} {}",
+        b"{",
+        b"",
+        b"\x01",
+        br#"{"n":"x","k":-1,"l":{},"weird key":1}"#,
+        br#"{"f":1.5e300,"g":-0.0,"h":18446744073709551615,"i":-9223372036854775808}"#,
+        br#"["\u00e9\ud83d\ude00", "\ud800"]"#,
+        NODE_EXAMPLE,
+    ];
+    let mut out: Vec<Vec<u8>> = texts.iter().map(|t| t.to_vec()).collect();
+    out.push(format!("{}{}", "[".repeat(127), "]".repeat(127)).into_bytes());
+    out.push(format!("{}{}", "[".repeat(129), "]".repeat(129)).into_bytes());
+    out.push(format!("{}1{}", "{\"a\":".repeat(130), "}".repeat(130)).into_bytes());
+    out
+}
