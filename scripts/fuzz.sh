@@ -57,6 +57,10 @@ cargo fetch --locked --quiet --manifest-path "$fuzz/Cargo.toml"
 # The committed seeds must be what the generator writes today.
 cargo run --locked --quiet --manifest-path "$fuzz/Cargo.toml" --bin gen-seeds -- --check "$fuzz/seeds" >&2
 
+# Read before anything is written: --out may name a tracked file.
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+
 say "building the fuzz targets"
 cargo fuzz build --fuzz-dir "$fuzz" >&2
 
@@ -120,7 +124,7 @@ if [ -n "$out" ]; then
         echo "# Fuzzing results"
         echo
         echo "\`scripts/fuzz.sh --seconds $seconds\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(cargo --version | cut -d' ' -f1-2),"
-        echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')."
+        echo "commit $commit; 1-minute load average $load_before before and $(cut -d' ' -f1 /proc/loadavg) after (libFuzzer uses one core)."
         echo "Targets are built by cargo-fuzz defaults: release, debug assertions, overflow checks, AddressSanitizer."
         echo "Corpus is the number of inputs kept in fuzz/corpus/<target> afterwards (seeds included)."
         echo
