@@ -191,13 +191,18 @@ impl Client {
         }
     }
 
-    /// Sends raw bytes (tests use this to send garbage).
+    /// Sends raw bytes (tests use this to send garbage). The timeout bounds
+    /// a stall, not the transfer: a 1 MiB config takes about 90 s down a
+    /// 115200-baud serial line, and that is fine as long as bytes move.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Instant::now() + self.timeout;
         let mut rest = bytes;
         while !rest.is_empty() {
             match nix::unistd::write(&self.fd, rest) {
-                Ok(n) => rest = &rest[n..],
+                Ok(n) => {
+                    rest = &rest[n..];
+                    deadline = Instant::now() + self.timeout;
+                }
                 Err(Errno::EAGAIN) => self.wait(PollFlags::POLLOUT, deadline, "a writable connection", 0)?,
                 Err(Errno::EINTR) => {}
                 Err(e) => {
@@ -289,4 +294,57 @@ fn open_serial(path: &std::path::Path) -> std::io::Result<OwnedFd> {
     termios::tcsetattr(&fd, SetArg::TCSANOW, &tio)?;
     termios::tcflush(&fd, FlushArg::TCIFLUSH)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    fn pair(timeout: Duration) -> (Client, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (Client::from_fd("test", OwnedFd::from(ours), timeout).unwrap(), theirs)
+    }
+
+    #[test]
+    fn a_slow_but_moving_transfer_outlasts_the_timeout() {
+        let (mut client, mut peer) = pair(Duration::from_millis(1500));
+        let total = 1 << 20;
+        // 8 KiB every 25 ms: about 3 s for 1 MiB (less what the socket
+        // buffers), well past the 1.5 s timeout, with no stall near it.
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while got.len() < total + 1 {
+                std::thread::sleep(Duration::from_millis(25));
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got
+        });
+        let started = Instant::now();
+        let payload = vec![b'x'; total];
+        client.send(&payload).expect("bytes kept moving");
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), total + 1, "the resync newline and every byte");
+        assert!(got[1..].iter().all(|&b| b == b'x'));
+        // Only meaningful if the transfer really took longer than one timeout.
+        assert!(
+            started.elapsed() > Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_stalled_transfer_times_out() {
+        let (mut client, _peer) = pair(Duration::from_millis(300));
+        match client.send(&vec![b'x'; 16 << 20]) {
+            Err(ClientError::Timeout { waiting_for, .. }) => assert_eq!(waiting_for, "a writable connection"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
 }
