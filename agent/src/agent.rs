@@ -13,7 +13,7 @@ use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, NonceBook};
 use crate::settings::{BootParams, Settings};
-use crate::state::{self, SavedApply, SavedShutdown, SavedState};
+use crate::state::{self, SavedApply, SavedState};
 use crate::supervisor::Supervisor;
 use basalt_common::command::{Command, CommandError, CommandKind};
 use basalt_common::config::{self, ApplyContext, Config, ConfigError};
@@ -75,40 +75,11 @@ impl Stages {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shutdown {
-    Poweroff,
-    Reboot,
-}
-
-impl Shutdown {
-    fn name(self) -> &'static str {
-        match self {
-            Shutdown::Poweroff => "poweroff",
-            Shutdown::Reboot => "reboot",
-        }
-    }
-
-    fn saved(self) -> SavedShutdown {
-        match self {
-            Shutdown::Poweroff => SavedShutdown::Poweroff,
-            Shutdown::Reboot => SavedShutdown::Reboot,
-        }
-    }
-
-    fn from_saved(s: SavedShutdown) -> Self {
-        match s {
-            SavedShutdown::Poweroff => Shutdown::Poweroff,
-            SavedShutdown::Reboot => Shutdown::Reboot,
-        }
-    }
-
-    /// Init's contract: SIGTERM powers off, SIGINT reboots.
-    fn signal(self) -> Signal {
-        match self {
-            Shutdown::Poweroff => Signal::SIGTERM,
-            Shutdown::Reboot => Signal::SIGINT,
-        }
+/// Init's contract: SIGTERM powers off, SIGINT reboots.
+fn init_signal(shutdown: CommandKind) -> Signal {
+    match shutdown {
+        CommandKind::Poweroff => Signal::SIGTERM,
+        CommandKind::Reboot => Signal::SIGINT,
     }
 }
 
@@ -133,7 +104,8 @@ pub struct Agent {
     supervisor: Supervisor,
     echoes: Vec<Echo>,
     next_pump_ns: u64,
-    shutdown: Option<Shutdown>,
+    /// The signed reboot or poweroff accepted, once there is one.
+    shutdown: Option<CommandKind>,
     rejections: RateLimit,
     init_signalled: bool,
     exit_when_stopped: bool,
@@ -192,14 +164,14 @@ impl Agent {
                 return;
             }
         };
-        let shutdown = saved.shutdown.map(Shutdown::from_saved);
+        let shutdown = saved.shutdown;
         self.restore(&path, saved);
         // A signed shutdown was accepted and answered before the previous
         // agent died: it still happens, and nothing starts again first.
         if let Some(shutdown) = shutdown {
             log::warn!(
                 "resuming the signed {} accepted before the agent restarted: stopping services, then signalling init",
-                shutdown.name()
+                shutdown.as_str()
             );
             self.shutdown = Some(shutdown);
             self.supervisor.stop_all();
@@ -327,7 +299,7 @@ impl Agent {
         match self.shutdown {
             Some(s) => Err((
                 ErrorCode::ShuttingDown,
-                format!("the node is shutting down ({})", s.name()),
+                format!("the node is shutting down ({})", s.as_str()),
             )),
             None if self.exit_when_stopped => Err((ErrorCode::ShuttingDown, "the agent is stopping".into())),
             None => Ok(()),
@@ -430,13 +402,10 @@ impl Agent {
             .map_err(|e| (ErrorCode::BadNonce, e.to_string()))?;
         // After the nonce check, so a replay is reported as one even mid-shutdown.
         self.refuse_if_shutting_down()?;
-        let shutdown = match kind {
-            CommandKind::Reboot => Shutdown::Reboot,
-            CommandKind::Poweroff => Shutdown::Poweroff,
-        };
+        let shutdown = kind;
         log::warn!(
             "signed {} accepted (key {key_id}): stopping services in reverse order, then signalling init (pid {})",
-            shutdown.name(),
+            shutdown.as_str(),
             self.settings.init_pid
         );
         let stopping: Vec<String> = self
@@ -451,7 +420,7 @@ impl Agent {
         // On record before the answer: an agent that dies from here on is
         // restarted by init and finishes the shutdown (recover()).
         self.save_state();
-        Ok(json!({"accepted": shutdown.name(), "stopping": stopping}))
+        Ok(json!({"accepted": shutdown.as_str(), "stopping": stopping}))
     }
 
     fn logs(&self, source: &str, tail: u64, since: Option<u64>) -> Reply {
@@ -530,7 +499,7 @@ impl Agent {
                 "vsock_port": self.channels.vsock_port,
                 "unix": self.channels.unix.as_ref().map(|p| p.display().to_string()),
             },
-            "shutting_down": self.shutdown.map(Shutdown::name),
+            "shutting_down": self.shutdown.map(CommandKind::as_str),
             "now_ms": clock::ms(now),
             "nonce": nonce,
         })
@@ -579,13 +548,17 @@ impl Agent {
             if !self.init_signalled && self.supervisor.all_stopped() {
                 self.init_signalled = true;
                 let init = Pid::from_raw(self.settings.init_pid);
-                match kill(init, shutdown.signal()) {
+                match kill(init, init_signal(shutdown)) {
                     Ok(()) => log::warn!(
                         "services stopped; sent {} to init (pid {init}) for {}",
-                        shutdown.signal(),
-                        shutdown.name()
+                        init_signal(shutdown),
+                        shutdown.as_str()
                     ),
-                    Err(e) => log::error!("cannot signal init (pid {init}) for {}: {}", shutdown.name(), e.desc()),
+                    Err(e) => log::error!(
+                        "cannot signal init (pid {init}) for {}: {}",
+                        shutdown.as_str(),
+                        e.desc()
+                    ),
                 }
             }
         }
@@ -641,7 +614,7 @@ impl Agent {
                 applied_unix: a.applied_unix,
             }),
             services: self.supervisor.snapshot(),
-            shutdown: self.shutdown.map(Shutdown::saved),
+            shutdown: self.shutdown,
         };
         let bytes = serde_json::to_vec(&saved.to_json()).unwrap_or_default();
         let path = self.settings.state_file();

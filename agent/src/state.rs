@@ -6,6 +6,7 @@
 //! started, with the pid and `/proc/<pid>/stat` start time that let a
 //! restarted agent adopt a process instead of starting it twice.
 
+use basalt_common::command::CommandKind;
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::json::{self, Fields, JsonError};
 use serde_json::{json, Value};
@@ -24,22 +25,7 @@ pub struct SavedState {
     /// A signed poweroff or reboot the agent accepted and had not finished:
     /// an agent restarted mid-shutdown carries it out instead of starting
     /// the services again.
-    pub shutdown: Option<SavedShutdown>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SavedShutdown {
-    Poweroff,
-    Reboot,
-}
-
-impl SavedShutdown {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SavedShutdown::Poweroff => "poweroff",
-            SavedShutdown::Reboot => "reboot",
-        }
-    }
+    pub shutdown: Option<CommandKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +112,7 @@ impl SavedState {
                 "applied_unix": a.applied_unix,
             })),
             "services": self.services.iter().map(service_json).collect::<Vec<_>>(),
-            "shutdown": self.shutdown.map(SavedShutdown::as_str),
+            "shutdown": self.shutdown.map(CommandKind::as_str),
         })
     }
 
@@ -159,8 +145,8 @@ impl SavedState {
         let shutdown = match f.opt("shutdown") {
             None | Some(Value::Null) => None,
             Some(v) => match json::as_str(v, "$.shutdown")? {
-                "poweroff" => Some(SavedShutdown::Poweroff),
-                "reboot" => Some(SavedShutdown::Reboot),
+                "poweroff" => Some(CommandKind::Poweroff),
+                "reboot" => Some(CommandKind::Reboot),
                 other => return Err(JsonError::new("$.shutdown", format!("unknown shutdown {other:?}"))),
             },
         };
@@ -359,7 +345,7 @@ mod tests {
                     stop_timeout_ms: None,
                 },
             ],
-            shutdown: Some(SavedShutdown::Reboot),
+            shutdown: Some(CommandKind::Reboot),
         }
     }
 
@@ -372,7 +358,7 @@ mod tests {
         let bytes = serde_json::to_vec(&empty.to_json()).unwrap();
         assert_eq!(SavedState::parse(&bytes).unwrap(), empty);
         let poweroff = SavedState {
-            shutdown: Some(SavedShutdown::Poweroff),
+            shutdown: Some(CommandKind::Poweroff),
             ..SavedState::default()
         };
         let bytes = serde_json::to_vec(&poweroff.to_json()).unwrap();
