@@ -17,3 +17,4 @@ pub mod lockdown;
 pub mod manifest;
 pub mod pem;
 pub mod proto;
+pub mod splitmix;

@@ -11,7 +11,7 @@ pub mod node;
 pub mod robustness;
 
 use basalt_common::keys::SigningKey;
-use basalt_mkimage::{BuildReport, BuildSpec, Compression, RootSource};
+use basalt_mkimage::{pack_initramfs_file, BuildReport, BuildSpec, Compression, Content, InitramfsParts, RootSource};
 use basalt_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -194,6 +194,26 @@ pub fn build_image(build: &Build, rootfs: &Path, out_dir: &Path, opts: &ImageOpt
         squashfs: out_dir.join("root.sqsh"),
         report,
     }
+}
+
+/// `image`'s parts (our basalt-init, its signed manifest, root image and
+/// modules), with `f` applied, packed uncompressed into `out`: how tests
+/// make a tampered initramfs.
+pub fn repack(build: &Build, image: &TestImage, out: &Path, f: impl FnOnce(&mut InitramfsParts)) {
+    let mut parts = InitramfsParts {
+        init: Content::File(build.path("bin/basalt-init")),
+        manifest_json: image.report.signed.json.clone(),
+        manifest_sig: image.report.signed.signature.to_vec(),
+        image: Some(Content::File(image.squashfs.clone())),
+        modules: image
+            .report
+            .modules
+            .iter()
+            .map(|m| (m.name.clone(), Content::File(m.path.clone())))
+            .collect(),
+    };
+    f(&mut parts);
+    pack_initramfs_file(&parts, 0, Compression::None, out).unwrap();
 }
 
 /// A VM under test. Every wait has a timeout, a failed wait panics with the

@@ -121,6 +121,17 @@ impl Node {
             .unwrap_or(Value::Null)
     }
 
+    /// A service entry's `recent_starts_ms`: its last start times, oldest
+    /// first. Panics if the entry has none.
+    pub fn recent_starts(service: &Value) -> Vec<f64> {
+        service["recent_starts_ms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no recent_starts_ms in {service}"))
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect()
+    }
+
     pub fn sign(&self, doc: &Value) -> SignedEnvelope {
         SignedEnvelope::sign(&self.key, serde_json::to_vec(doc).unwrap())
     }

@@ -254,12 +254,7 @@ fn killed_kubelet_restarts_with_backoff() {
     }
     // Each restart came no sooner than its backoff: 500, 1000, 2000, 4000 ms.
     let k = Node::service(&node.status(), "kubelet");
-    let starts: Vec<f64> = k["recent_starts_ms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let starts = Node::recent_starts(&k);
     assert_eq!(starts.len(), kills as usize + 1, "{k}");
     for (i, pair) in starts.windows(2).enumerate() {
         let want = 500.0 * f64::from(1u32 << i);

@@ -2,7 +2,7 @@
 //! an in-guest checker, weakened images that the checker must catch, and
 //! tampered images that basalt-init must refuse before mounting anything.
 
-use basalt_mkimage::{pack_initramfs_file, Compression, Content, InitramfsParts};
+use basalt_mkimage::{Content, InitramfsParts};
 use basalt_tests::*;
 use std::path::Path;
 use std::time::Duration;
@@ -169,23 +169,6 @@ fn assert_refused(
         console.contains("reboot: Power down"),
         "{name}: did not power off:\n{console}"
     );
-}
-
-fn repack(build: &Build, image: &TestImage, out: &Path, f: impl FnOnce(&mut InitramfsParts)) {
-    let mut parts = InitramfsParts {
-        init: Content::File(build.path("bin/basalt-init")),
-        manifest_json: image.report.signed.json.clone(),
-        manifest_sig: image.report.signed.signature.to_vec(),
-        image: Some(Content::File(image.squashfs.clone())),
-        modules: image
-            .report
-            .modules
-            .iter()
-            .map(|m| (m.name.clone(), Content::File(m.path.clone())))
-            .collect(),
-    };
-    f(&mut parts);
-    pack_initramfs_file(&parts, 0, Compression::None, out).unwrap();
 }
 
 #[test]

@@ -93,12 +93,7 @@ fn kubelet_killed_again_and_again_restarts_on_schedule_without_zombies() {
         // before this restart is the schedule's for that streak.
         let want = schedule.delay_ms(i);
         assert_eq!(k["backoff_ms"], want, "kill {i}: backoff: {k}");
-        let starts: Vec<f64> = k["recent_starts_ms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_f64)
-            .collect();
+        let starts = Node::recent_starts(&k);
         if let [.., before, last] = starts[..] {
             assert!(
                 last - before >= want as f64,

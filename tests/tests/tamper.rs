@@ -12,7 +12,7 @@
 //! `BASALT_TAMPER_SEED` replays or varies the offsets.
 
 use basalt_common::keys::SigningKey;
-use basalt_mkimage::{pack_initramfs_file, BuildSpec, Compression, Content, InitramfsParts, RootSource};
+use basalt_mkimage::{BuildSpec, Compression, Content, InitramfsParts, RootSource};
 use basalt_tests::robustness::{report, seed_from_env, Profile, SplitMix64};
 use basalt_tests::*;
 use std::path::{Path, PathBuf};
@@ -52,24 +52,6 @@ fn image_cause(path: &Path, actual: u64, expected: u64, want_sha: &str) -> Strin
         assert_ne!(got, want_sha, "{} is not tampered", path.display());
         format!("root image {IMAGE} sha256 {got} does not match the manifest's {want_sha}")
     }
-}
-
-/// The good image's parts, with `f` applied, packed into `out`.
-fn repack(build: &Build, image: &TestImage, out: &Path, f: impl FnOnce(&mut InitramfsParts)) {
-    let mut parts = InitramfsParts {
-        init: Content::File(build.path("bin/basalt-init")),
-        manifest_json: image.report.signed.json.clone(),
-        manifest_sig: image.report.signed.signature.to_vec(),
-        image: Some(Content::File(image.squashfs.clone())),
-        modules: image
-            .report
-            .modules
-            .iter()
-            .map(|m| (m.name.clone(), Content::File(m.path.clone())))
-            .collect(),
-    };
-    f(&mut parts);
-    pack_initramfs_file(&parts, 0, Compression::None, out).unwrap();
 }
 
 /// A complete image and manifest as another build would make it: another
