@@ -53,8 +53,10 @@ fn apply_writes_files_sets_hostname_and_starts_services() {
     assert_eq!(read(&node.root.join("run/app/token")), "t0k3n");
     assert_eq!(read(&node.scratch.path.join("hostname")), "test-host\n");
 
+    // Wait for the script's last line: its output reaches the log while the
+    // agent answers status, so anything earlier may still be on its way.
     let s = node.wait_status("web's output in its log", |_| {
-        node.logs("web", 100).iter().any(|l| l == "GREETING=hi there")
+        node.logs("web", 100).iter().any(|l| l.starts_with("session="))
     });
     assert_eq!(s["state"], "configured");
     assert_eq!(s["config"]["generation"], 1);
