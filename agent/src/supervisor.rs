@@ -465,6 +465,24 @@ impl Supervisor {
         current.chain(self.retiring.iter().map(|s| save(s, true))).collect()
     }
 
+    /// What [`snapshot`](Self::snapshot) will say once [`apply`](Self::apply)
+    /// has planned `specs`, without planning them: the new generation goes on
+    /// record before anything changes, and if that record cannot be written
+    /// the services are as they were.
+    pub fn snapshot_after_apply(&self, specs: &[ServiceSpec], received_ns: u64) -> Vec<SavedService> {
+        let unchanged = |s: &&Service| specs.contains(&s.spec);
+        let current = specs
+            .iter()
+            .map(|spec| match self.services.iter().find(|s| s.spec == *spec) {
+                Some(s) => save(s, false),
+                None => save(&Service::new(spec.clone(), Some(received_ns)), false),
+            });
+        let newly_retiring = self.services.iter().filter(|s| !unchanged(s)).rev();
+        current
+            .chain(self.retiring.iter().chain(newly_retiring).map(|s| save(s, true)))
+            .collect()
+    }
+
     /// Rebuilds the supervisor of an agent that restarted: `specs` are the
     /// applied config's services, `saved` what the previous agent recorded.
     pub fn restore(&mut self, specs: &[ServiceSpec], saved: &[SavedService], now: u64) {
@@ -746,6 +764,24 @@ mod tests {
         assert_eq!(retiring, ["c", "b"]);
         let names: Vec<&str> = sup.services.iter().map(|s| s.spec.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn snapshot_after_apply_is_what_apply_records() {
+        let mut b2 = spec("b", &["a"]);
+        b2.env.insert("X".into(), "1".into());
+        let configs = [
+            vec![spec("a", &[]), spec("b", &["a"]), spec("c", &[])],
+            vec![spec("a", &[]), b2, spec("d", &[])],
+            vec![],
+            vec![spec("c", &[]), spec("a", &[])],
+        ];
+        let mut sup = Supervisor::new(PathBuf::from("/nonexistent"), PathBuf::from("/proc"));
+        for (i, specs) in configs.iter().enumerate() {
+            let predicted = sup.snapshot_after_apply(specs, i as u64);
+            sup.apply(specs, i as u64);
+            assert_eq!(predicted, sup.snapshot(), "config {i}");
+        }
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod manifest;
 pub mod pem;
 pub mod proto;
 pub mod splitmix;
+pub mod text;
