@@ -215,9 +215,6 @@ mod tests {
         std::fs::create_dir_all(dir.join("kernel/dmesg_restrict")).unwrap();
         let list = [
             ("kernel.kptr_restrict", "2", Need::BestEffort),
-            // No magic SysRq: from a console it can reboot, sync or kill all tasks
-            // with no signed command (docs/threat-model.md).
-            ("kernel.sysrq", "0", Need::BestEffort),
             ("dev.tty.legacy_tiocsti", "0", Need::BestEffort),
             ("kernel.dmesg_restrict", "1", Need::BestEffort),
             ("kernel.kexec_load_disabled", "1", Need::RequiredIfPresent),
