@@ -16,5 +16,6 @@ pub mod keys;
 pub mod lockdown;
 pub mod manifest;
 pub mod pem;
+pub mod procfs;
 pub mod proto;
 pub mod splitmix;
