@@ -15,6 +15,7 @@ pub mod loopdev;
 pub mod modules;
 pub mod mountinfo;
 pub mod mounts;
+pub mod reap;
 pub mod report;
 pub mod shutdown;
 pub mod supervise;

@@ -3,7 +3,7 @@
 //! then sync, unmount, and reboot(2). Every wait is bounded.
 
 use crate::mountinfo;
-use crate::supervise::reap;
+use crate::reap::reap;
 use crate::sys;
 use basalt_common::procfs;
 use nix::errno::Errno;
