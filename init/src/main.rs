@@ -99,7 +99,7 @@ fn boot_node(boot: &mut Boot) -> ! {
     });
     ::log::info!("lockdown: {lockdown}");
 
-    // i. Hand off, and stay PID1.
+    // i. The boot report. It names the handoff program, so that is checked first.
     let handoff = params.agent.clone().unwrap_or_else(|| manifest.handoff.clone());
     boot.step("handoff-check", || executable(&handoff));
     let handoff_at = clock::now();
@@ -120,7 +120,7 @@ fn boot_node(boot: &mut Boot) -> ! {
         initramfs_removed: removed,
         handoff: &handoff,
     };
-    // k. The boot report: written before the handoff, which serves it.
+    // Written before the handoff, which serves it.
     if let Err(e) = report::write(report::PATH, &report::build(&facts)) {
         ::log::error!("write {}: {e}", report::PATH);
     }
@@ -129,6 +129,7 @@ fn boot_node(boot: &mut Boot) -> ! {
         handoff_at.saturating_sub(boot.init_start).as_secs_f64() * 1e3
     );
     drop(root);
+    // j. Hand off, and stay PID1.
     supervise::run(&handoff, supervise::HANDOFF_BACKOFF, params.shutdown_timeout)
 }
 
