@@ -9,8 +9,8 @@
 //! This module decides; it does not launch. `Vm::start` drives it and
 //! hands it a function that boots the probe guest (see [`ProbeBoot`]).
 
-use crate::config::{Accel, Console, VmConfig};
 use crate::error::QemuError;
+use crate::vm_config::{Accel, Console, VmConfig};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;

@@ -4,11 +4,11 @@
 use crate::accel::{self, AccelChoice, ProbeGuest, ProbeRun, PROBE_TIMEOUT};
 use crate::argv::{qemu_args, LaunchPlan};
 use crate::capture::{spawn_reader, Capture, Found, Sinks};
-use crate::config::{Console, VmConfig};
 use crate::daemon::{self, VsockDaemon};
 use crate::error::{QemuError, WaitError, WaitFailure};
 use crate::programs::{cargo_bin_dirs, describe_search, find_program};
 use crate::sys;
+use crate::vm_config::{Console, VmConfig};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -53,7 +53,7 @@ impl Vm {
     pub fn start(mut cfg: VmConfig) -> Result<Vm, QemuError> {
         check_inputs(&cfg)?;
         if cfg.uuid.is_none() {
-            cfg.uuid = Some(crate::config::random_uuid().map_err(|source| QemuError::Uuid { source })?);
+            cfg.uuid = Some(crate::vm_config::random_uuid().map_err(|source| QemuError::Uuid { source })?);
         }
         let qemu = find_program(&cfg.qemu_program, std::env::var_os("PATH").as_deref(), &[]).ok_or_else(|| {
             QemuError::ProgramNotFound {
