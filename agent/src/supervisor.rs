@@ -19,6 +19,7 @@ use crate::logs;
 use crate::state::{ExitKind, ExitRecord, SavedRun, SavedService};
 use crate::sys;
 use basalt_common::config::{RestartPolicy, ServiceSpec, DEFAULT_STOP_TIMEOUT_MS};
+use basalt_common::procfs;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -636,18 +637,8 @@ fn service_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
 /// State letter and start time (field 22) of `/proc/<pid>/stat`.
 pub fn read_stat(proc_dir: &Path, pid: Pid) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parses `/proc/<pid>/stat`. The command name is in parentheses and may
-/// itself hold spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_stat(text: &str) -> Option<(char, u64)> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); starttime is field 22.
-    let state = fields.first()?.chars().next()?;
-    let starttime = fields.get(22 - 3)?.parse().ok()?;
-    Some((state, starttime))
+    let stat = procfs::parse_stat(&text)?;
+    Some((stat.state, stat.starttime?))
 }
 
 fn save(s: &Service, retiring: bool) -> SavedService {
@@ -703,27 +694,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_stat_table() {
-        let tail = "S 1 100 100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000000 200";
-        let cases = [
-            (format!("123 (kubelet) {tail}"), Some(('S', 98765))),
-            (format!("123 (a b) (c)) {tail}"), Some(('S', 98765))),
-            ("123 (short) S 1 2".to_string(), None),
-            ("garbage".to_string(), None),
-            (format!("123 (z) {}", tail.replacen('S', "Z", 1)), Some(('Z', 98765))),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_stat(&text), want, "{text}");
-        }
-    }
-
-    #[test]
     fn own_stat_parses() {
         let me = Pid::this();
         let (state, start) = read_stat(Path::new("/proc"), me).unwrap();
         assert!(matches!(state, 'R' | 'S'), "{state}");
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert_eq!(parse_stat(&own).map(|(_, t)| t), Some(start));
+        assert_eq!(procfs::parse_stat(&own).and_then(|s| s.starttime), Some(start));
     }
 
     fn spec(name: &str, after: &[&str]) -> ServiceSpec {

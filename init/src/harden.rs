@@ -2,7 +2,7 @@
 //! module is loaded: KSPP sysctls (the set Talos enforces), no more modules,
 //! no kexec, and lockdown.
 
-use crate::cmdline::Lockdown;
+use crate::boot_params::Lockdown;
 use std::io;
 
 /// How much a sysctl matters to basalt.

@@ -1,15 +1,16 @@
-//! basalt-init's life after the handoff: one reaper for every child, the
-//! handoff program kept alive with backoff, and the signals that end it all.
-//! SIGTERM powers off, SIGINT (also what Ctrl-Alt-Del becomes) reboots.
+//! basalt-init's life after the handoff: one reaper for every child (in
+//! reap.rs), the handoff program kept alive with backoff, and the signals
+//! that end it all: SIGTERM powers off, SIGINT (also what Ctrl-Alt-Del
+//! becomes) reboots, both through shutdown.rs.
 //!
 //! All signals stay blocked in PID1 and are taken synchronously with
 //! sigtimedwait, as tini does; children get a clean mask before exec.
 
+use crate::reap::{describe, reap};
 use crate::shutdown::{self, Action};
 use crate::sys;
 use basalt_common::backoff::Backoff;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,43 +100,4 @@ fn spawn(path: &str) -> std::io::Result<Pid> {
         .current_dir("/")
         .spawn()?;
     Ok(Pid::from_raw(child.id() as i32))
-}
-
-/// Reaps every child that has exited; the one place PID1 calls waitpid.
-pub fn reap() -> Vec<(Pid, WaitStatus)> {
-    let mut out = Vec::new();
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return out,
-            Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    out.push((pid, status));
-                }
-            }
-        }
-    }
-}
-
-/// Shell-style: `exited with status N` or `killed by SIGX (128+n)`.
-pub fn describe(status: &WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
-        WaitStatus::Signaled(_, sig, _) => format!("killed by {} ({})", sig.as_str(), 128 + *sig as i32),
-        other => format!("{other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describe_follows_the_shell() {
-        let pid = Pid::from_raw(7);
-        assert_eq!(describe(&WaitStatus::Exited(pid, 3)), "exited with status 3");
-        assert_eq!(
-            describe(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            "killed by SIGKILL (137)"
-        );
-    }
 }
