@@ -144,7 +144,7 @@ fn handoff_command(path: &str) -> Command {
     cmd
 }
 
-/// Reaps every child that has exited; the one place PID1 calls waitpid.
+/// Reaps every child that has exited; every waitpid of PID1 goes through here.
 pub fn reap() -> Vec<(Pid, WaitStatus)> {
     reap_from(&mut sys::Pid1)
 }
