@@ -13,16 +13,20 @@
 //! Stops go one service at a time, in reverse start order: SIGTERM to the
 //! group, then SIGKILL after the service's `stop_timeout_ms`. Starts wait
 //! until every pending stop is done.
+//!
+//! Every effect on a process (spawn, signal, reap, pidfd) and the clock read
+//! at a start go through [`sys::Processes`], so the decisions here are unit
+//! tested against a fake in `supervisor/lifecycle_tests.rs`.
 
 use crate::clock::{self, NS_PER_MS};
 use crate::logs;
 use crate::state::{ExitKind, ExitRecord, SavedRun, SavedService};
-use crate::sys;
+use crate::sys::{self, Processes};
 use basalt_common::config::{RestartPolicy, ServiceSpec, DEFAULT_STOP_TIMEOUT_MS};
 use basalt_common::procfs;
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -146,8 +150,12 @@ impl Plan {
     }
 }
 
+/// The services and their processes. `P` is how processes are started,
+/// signalled and reaped: the node's own ([`sys::Os`]) or, in the unit
+/// tests, a fake (`supervisor/fake.rs`).
 #[derive(Debug)]
-pub struct Supervisor {
+pub struct Supervisor<P: Processes = sys::Os> {
+    procs: P,
     /// The applied config's services, in start order.
     services: Vec<Service>,
     /// Services to stop, first in front.
@@ -162,7 +170,14 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(log_dir: PathBuf, proc_dir: PathBuf) -> Self {
+        Supervisor::with_processes(sys::Os, log_dir, proc_dir)
+    }
+}
+
+impl<P: Processes> Supervisor<P> {
+    pub fn with_processes(procs: P, log_dir: PathBuf, proc_dir: PathBuf) -> Self {
         Supervisor {
+            procs,
             services: Vec::new(),
             retiring: VecDeque::new(),
             stopping_all: false,
@@ -259,7 +274,7 @@ impl Supervisor {
                         "stopping {name} (pid {}): SIGTERM, SIGKILL after {timeout} ms",
                         proc.pid
                     );
-                    signal_group(proc.pid, Signal::SIGTERM);
+                    signal_group(&mut self.procs, proc.pid, Signal::SIGTERM);
                     front.run = Run::Stopping {
                         proc,
                         deadline_ns: now + timeout * NS_PER_MS,
@@ -278,7 +293,7 @@ impl Supervisor {
                     }
                     if !*killed {
                         log::warn!("{name} (pid {}) did not stop in time: SIGKILL", proc.pid);
-                        signal_group(proc.pid, Signal::SIGKILL);
+                        signal_group(&mut self.procs, proc.pid, Signal::SIGKILL);
                         *killed = true;
                         *deadline_ns = now + KILL_GRACE_NS;
                         break;
@@ -326,8 +341,8 @@ impl Supervisor {
     fn start(&mut self, i: usize) {
         let s = &mut self.services[i];
         let attempt = if s.started_once { s.restarts + 1 } else { 0 };
-        let spawned = spawn(&s.spec, &self.log_dir, &self.proc_dir);
-        let now = clock::now_ns();
+        let spawned = spawn(&mut self.procs, &s.spec, &self.log_dir, &self.proc_dir);
+        let now = self.procs.now_ns();
         if s.started_once {
             s.restarts += 1;
         }
@@ -370,7 +385,7 @@ impl Supervisor {
     /// Reaps every child that exited.
     pub fn reap(&mut self, now: u64) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            match self.procs.try_reap() {
                 Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, ExitKind::Code(code), now),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => self.exited(pid, ExitKind::Signal(sig as i32), now),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
@@ -409,7 +424,7 @@ impl Supervisor {
             return;
         }
         // Whatever the service left behind in its process group goes with it.
-        signal_group(pid, Signal::SIGKILL);
+        signal_group(&mut self.procs, pid, Signal::SIGKILL);
         if let Some(i) = self.retiring.iter().position(|s| s.pid() == Some(pid)) {
             if let Some(s) = self.retiring.remove(i) {
                 log::info!("stopped {} (pid {pid}): {}", s.spec.name, kind.describe());
@@ -545,7 +560,7 @@ impl Supervisor {
 
     /// Takes over a process recorded by a previous agent if it is still the
     /// same process: same pid, same start time, not a zombie.
-    fn adopt(&self, old: &SavedService) -> Option<Proc> {
+    fn adopt(&mut self, old: &SavedService) -> Option<Proc> {
         let pid = Pid::from_raw(old.pid?);
         let starttime = old.starttime?;
         let alive = |pid| {
@@ -554,7 +569,7 @@ impl Supervisor {
         if !alive(pid) {
             return None;
         }
-        let pidfd = sys::pidfd_open(pid).ok()?;
+        let pidfd = self.procs.pidfd_open(pid).ok()?;
         // The pidfd names whatever process had the pid when it was opened;
         // checking again proves that is still the one recorded.
         if !alive(pid) {
@@ -602,8 +617,8 @@ fn ended(s: &mut Service, kind: ExitKind, ran_ms: u64, now: u64, stopping_all: b
     }
 }
 
-fn signal_group(pid: Pid, sig: Signal) {
-    match killpg(pid, sig) {
+fn signal_group(procs: &mut impl Processes, pid: Pid, sig: Signal) {
+    match procs.signal_group(pid, sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => log::warn!("cannot send {sig} to process group {pid}: {e}"),
     }
@@ -612,16 +627,22 @@ fn signal_group(pid: Pid, sig: Signal) {
 /// Starts a service: clean environment, stdin on /dev/null, stdout and
 /// stderr appended to its log, its own session. Returns once the program
 /// has been exec'd (std reports a failed exec as an error here).
-fn spawn(spec: &ServiceSpec, log_dir: &Path, proc_dir: &Path) -> Result<(Pid, Option<u64>), String> {
+fn spawn(
+    procs: &mut impl Processes,
+    spec: &ServiceSpec,
+    log_dir: &Path,
+    proc_dir: &Path,
+) -> Result<(Pid, Option<u64>), String> {
     let path = logs::log_path(log_dir, &spec.name);
     let out = logs::open_append(&path).map_err(|e| format!("cannot open log {}: {e}", path.display()))?;
     let env = service_env(&spec.env);
-    let pid = sys::spawn_service(&sys::SpawnSpec {
-        argv: &spec.exec,
-        env: &env,
-        output: out.as_fd(),
-    })
-    .map_err(|e| format!("{}: {e}", spec.exec[0]))?;
+    let pid = procs
+        .spawn(&sys::SpawnSpec {
+            argv: &spec.exec,
+            env: &env,
+            output: out.as_fd(),
+        })
+        .map_err(|e| format!("{}: {e}", spec.exec[0]))?;
     Ok((pid, read_stat(proc_dir, pid).map(|(_, t)| t)))
 }
 
@@ -688,6 +709,11 @@ fn service_status(s: &Service, retiring: bool, now: u64) -> Value {
         "recent_starts_ms": s.recent_starts_ns.iter().map(|&t| clock::ms(t)).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod lifecycle_tests;
 
 #[cfg(test)]
 mod tests {

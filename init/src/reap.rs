@@ -2,14 +2,20 @@
 //! how a child's end is told in the log. The supervisor and the shutdown
 //! both reap through here.
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use crate::sys::{self, Host};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-/// Reaps every child that has exited; the one place PID1 calls waitpid.
+/// Reaps every child that has exited; every waitpid of PID1 goes through here.
 pub fn reap() -> Vec<(Pid, WaitStatus)> {
+    reap_from(&mut sys::Pid1)
+}
+
+/// [`reap`] through `host`, so that supervise.rs's tests can fake it.
+pub fn reap_from(host: &mut impl Host) -> Vec<(Pid, WaitStatus)> {
     let mut out = Vec::new();
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        match host.try_reap() {
             Ok(WaitStatus::StillAlive) | Err(_) => return out,
             Ok(status) => {
                 if let Some(pid) = status.pid() {
