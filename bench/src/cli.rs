@@ -11,6 +11,9 @@ pub const USAGE: &str = "usage:
       scaling.svg into --out (default: bench)
   basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB
       builds one image and boots it once (for debugging the suite)
+  basalt-bench render --json FILE [--out DIR]
+      writes results.md, results.json, timeline.svg and scaling.svg again
+      from a run's results.json, booting nothing
 
 options:
   --build DIR         make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)
@@ -32,6 +35,13 @@ pub enum Command {
     Help,
     Run(RunOptions),
     Boot(BootOptions),
+    Render(RenderOptions),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub json: PathBuf,
+    pub out: PathBuf,
 }
 
 /// The parts of the suite `--parts` selects.
@@ -136,6 +146,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             let size_mib = flags.number("--size", 64)?;
             Command::Boot(BootOptions { paths, init, size_mib })
         }
+        "render" => Command::Render(RenderOptions {
+            json: flags.required("--json")?.into(),
+            out: flags.take("--out").unwrap_or_else(|| "bench".into()).into(),
+        }),
         other => return Err(format!("unknown command {other:?}")),
     };
     flags.finish()?;
@@ -271,6 +285,12 @@ mod tests {
         let got = parse(args(&format!("boot {BASE} --init busybox --size 512"))).unwrap();
         let Command::Boot(o) = got else { panic!("not boot") };
         assert_eq!((o.init, o.size_mib), (Init::Busybox, 512));
+        let got = parse(args("render --json /r.json --out /o")).unwrap();
+        let want = RenderOptions {
+            json: "/r.json".into(),
+            out: "/o".into(),
+        };
+        assert_eq!(got, Command::Render(want));
     }
 
     #[test]
@@ -289,6 +309,7 @@ mod tests {
             (&format!("run {BASE} stray"), "unexpected argument \"stray\""),
             (&format!("boot {BASE} --init systemd"), "--init \"systemd\""),
             (&format!("boot {BASE}"), "--init is required"),
+            ("render --out /o", "--json is required"),
         ];
         for (line, needle) in cases {
             let err = parse(args(line)).unwrap_err();

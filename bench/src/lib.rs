@@ -20,6 +20,8 @@ pub mod hashing;
 #[cfg(feature = "host")]
 pub mod images;
 #[cfg(feature = "host")]
+pub mod load;
+#[cfg(feature = "host")]
 pub mod report;
 #[cfg(feature = "host")]
 pub mod results;

@@ -497,7 +497,7 @@ pub fn json(raw: &Raw, a: &Analysis) -> Value {
             "chunk_bytes": basalt_init::digest::CHUNK,
             "tools": a.hash.iter().map(|r| {
                 let runs: Vec<f64> = h.times.iter().find(|(t, _)| *t == r.tool)
-                    .map(|(_, v)| v.iter().map(|d| d.as_secs_f64()).collect()).unwrap_or_default();
+                    .map(|(_, v)| v.clone()).unwrap_or_default();
                 json!({
                     "tool": r.tool.key(),
                     "label": r.tool.label(),
@@ -518,6 +518,7 @@ pub fn json(raw: &Raw, a: &Analysis) -> Value {
             "total": b.total, "image": b.image, "modules": b.modules, "module_count": b.module_count,
             "overhead": b.overhead(), "init": b.init, "manifest": b.manifest, "framing": b.framing,
         })),
+        "initramfs_missing": raw.initramfs_missing,
     });
     let agent = match (&raw.agent, &a.agent) {
         (Some(r), Some(s)) => json!({

@@ -70,7 +70,7 @@ pub struct Raw {
     pub agent_missing: Option<String>,
     pub suite_seconds: f64,
     /// How long each part took, in the order they ran.
-    pub part_seconds: Vec<(&'static str, f64)>,
+    pub part_seconds: Vec<(String, f64)>,
 }
 
 /// The 1-minute load average from /proc/loadavg's text.
@@ -324,7 +324,7 @@ pub fn hash_rows(h: &HashRuns) -> Vec<HashRow> {
         h.times
             .iter()
             .find(|(t, _)| *t == tool)
-            .and_then(|(_, v)| Summary::of(&v.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()))
+            .and_then(|(_, v)| Summary::of(v))
     };
     let openssl = secs(Tool::Openssl).map(|s| gib / s.median);
     h.times
@@ -776,7 +776,6 @@ pub mod tests_support {
 mod tests {
     use super::tests_support::sample_raw as raw;
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn load_averages() {
@@ -829,7 +828,7 @@ mod tests {
 
     #[test]
     fn hash_rows_against_openssl() {
-        let secs = |v: &[f64]| v.iter().map(|s| Duration::from_secs_f64(*s)).collect::<Vec<_>>();
+        let secs = |v: &[f64]| v.to_vec();
         let h = HashRuns {
             bytes: 1 << 30,
             rounds: 3,
