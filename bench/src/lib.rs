@@ -7,29 +7,14 @@
 
 pub mod line;
 
-#[cfg(feature = "host")]
-pub mod agent;
-#[cfg(feature = "host")]
-pub mod boots;
-#[cfg(feature = "host")]
-pub mod cli;
-#[cfg(feature = "host")]
-pub mod error;
-#[cfg(feature = "host")]
-pub mod hashing;
-#[cfg(feature = "host")]
-pub mod images;
-#[cfg(feature = "host")]
-pub mod load;
-#[cfg(feature = "host")]
-pub mod report;
-#[cfg(feature = "host")]
-pub mod results;
-#[cfg(feature = "host")]
-pub mod sizes;
-#[cfg(feature = "host")]
-pub mod stats;
-#[cfg(feature = "host")]
-pub mod suite;
-#[cfg(feature = "host")]
-pub mod svg;
+/// The host side's modules, built only with the `host` feature.
+macro_rules! host_modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "host")]
+            pub mod $name;
+        )*
+    };
+}
+
+host_modules!(agent, boots, cli, error, hashing, images, load, report, results, sizes, stats, suite, svg, table);

@@ -184,27 +184,25 @@ fn binary(b: &Value) -> Res<BinarySize> {
 }
 
 fn breakdown(b: &Value) -> Res<Breakdown> {
-    Ok(Breakdown {
-        total: u64_of(b, "total")?,
-        image: u64_of(b, "image")?,
-        modules: u64_of(b, "modules")?,
-        module_count: u64_of(b, "module_count")? as usize,
-        init: u64_of(b, "init")?,
-        manifest: u64_of(b, "manifest")?,
-        framing: u64_of(b, "framing")?,
-    })
+    let keys = ["total", "image", "modules", "module_count", "init", "manifest", "framing"];
+    let v: Vec<u64> = keys.iter().map(|k| u64_of(b, k)).collect::<Res<_>>()?;
+    let &[total, image, modules, count, init, manifest, framing] = &v[..] else {
+        unreachable!("one value per key")
+    };
+    Ok(Breakdown { total, image, modules, module_count: count as usize, init, manifest, framing })
 }
 
 fn agent_runs(a: &Value) -> Res<AgentRuns> {
+    let [init, agent, apply, end_to_end] =
+        ["init_hwm_kib", "agent_hwm_kib", "apply_to_exec_ms", "end_to_end_ms"].map(|k| numbers(a, k));
     Ok(AgentRuns {
-        init_hwm_kib: numbers(a, "init_hwm_kib")?,
-        agent_hwm_kib: numbers(a, "agent_hwm_kib")?,
-        apply_to_exec_ms: numbers(a, "apply_to_exec_ms")?,
-        end_to_end_ms: numbers(a, "end_to_end_ms")?,
+        init_hwm_kib: init?,
+        agent_hwm_kib: agent?,
+        apply_to_exec_ms: apply?,
+        end_to_end_ms: end_to_end?,
         stages_ms: list_of(a, "stages_ms", |s| Ok((str_of(s, "stage")?, numbers(s, "ms")?)))?,
         method: str_of(a, "method")?,
-        accel: String::new(),
-        accel_reason: String::new(),
+        ..AgentRuns::default()
     })
 }
 

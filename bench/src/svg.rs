@@ -2,8 +2,8 @@
 //! PID1 phase, and the phase against the image size. Pure string builders;
 //! coordinates are rounded to 0.1 px so output changes only with the data.
 
-use crate::report::fmt_ms;
 use crate::results::{Analysis, Comparison, Edges, StepStats};
+use crate::table::fmt_ms;
 
 const WIDTH: f64 = 900.0;
 const LABEL_W: f64 = 190.0;
