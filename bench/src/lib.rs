@@ -17,4 +17,6 @@ macro_rules! host_modules {
     };
 }
 
-host_modules!(agent, boots, cli, error, hashing, images, load, report, results, sizes, stats, suite, svg, table);
+host_modules!(
+    agent, boots, cli, error, hashing, images, load, report, results, sizes, stats, suite, svg, table, targets
+);

@@ -6,7 +6,8 @@
 
 use crate::boots::{Init, CMDLINE};
 use crate::hashing::Tool;
-use crate::results::{host_load, Analysis, Raw, Status};
+use crate::results::{host_load, Analysis, Raw};
+use crate::targets::Status;
 use crate::sizes::Breakdown;
 use crate::stats::Summary;
 use crate::table::{fmt_kib, fmt_mib, fmt_ms, fmt_summary, summary_json, Cell, Table, Unit};
