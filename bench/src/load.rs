@@ -58,57 +58,47 @@ fn within<T>(key: &str, r: Res<T>) -> Res<T> {
     r.map_err(|e| format!("{key}.{e}"))
 }
 
+/// `key`'s value read by `read`, or `None` where it is null.
+fn optional<T>(v: &Value, key: &str, read: impl Fn(&Value) -> Res<T>) -> Res<Option<T>> {
+    match field(v, key)? {
+        Value::Null => Ok(None),
+        x => within(key, read(x)).map(Some),
+    }
+}
+
 pub fn raw_from_json(v: &Value) -> Res<Raw> {
-    let env = field(v, "environment")?;
-    let boots = list_of(v, "boots", boot)?;
-    let compare_mib = list_of(v, "pid1_vs_busybox", |c| u64_of(c, "image_mib"))?;
-    let scale_mib = within(
-        "scaling",
-        list_of(field(v, "scaling")?, "points", |p| u64_of(p, "image_mib")),
-    )?
-    .into_iter()
-    .filter(|m| !compare_mib.contains(m))
-    .collect();
+    let mut raw = within("environment", environment(field(v, "environment")?))?;
+    raw.boots = list_of(v, "boots", boot)?;
+    raw.compare_mib = list_of(v, "pid1_vs_busybox", |c| u64_of(c, "image_mib"))?;
+    let scaled = within("scaling", list_of(field(v, "scaling")?, "points", |p| u64_of(p, "image_mib")))?;
+    raw.scale_mib = scaled.into_iter().filter(|m| !raw.compare_mib.contains(m)).collect();
+    raw.hash = optional(v, "hashing", hash)?;
     let sizes = field(v, "sizes")?;
+    raw.binaries = within("sizes", list_of(sizes, "binaries", binary))?;
+    let missing = |m: &Value| Ok((str_of(m, "name")?, str_of(m, "why")?));
+    raw.binaries_missing = within("sizes", list_of(sizes, "missing", missing))?;
+    raw.initramfs = within("sizes", optional(sizes, "initramfs", breakdown))?;
+    raw.initramfs_missing = sizes.get("initramfs_missing").and_then(Value::as_str).map(String::from);
     let agent = field(v, "agent")?;
-    let measured = agent.get("not_measured").is_none();
+    match agent.get("not_measured") {
+        None => raw.agent = Some(within("agent", agent_runs(agent))?),
+        Some(why) => raw.agent_missing = why.as_str().map(String::from),
+    }
+    Ok(raw)
+}
+
+fn environment(env: &Value) -> Res<Raw> {
     Ok(Raw {
-        accel: within("environment", str_of(env, "accel"))?,
-        accel_reason: within("environment", str_of(env, "accel_reason"))?,
-        host_cpu: within("environment", str_of(env, "host_cpu"))?,
-        host_cpus: within("environment", u64_of(env, "host_cpus"))? as usize,
-        guest_cpus: within("environment", u64_of(env, "guest_cpus"))? as u32,
-        cmdline: within("environment", str_of(env, "cmdline"))?,
-        kernel_release: within("environment", str_of(env, "kernel"))?,
-        qemu_version: within("environment", str_of(env, "qemu"))?,
-        compare_mib,
-        scale_mib,
-        boots,
-        hash: match field(v, "hashing")? {
-            Value::Null => None,
-            h => Some(within("hashing", hash(h))?),
-        },
-        binaries: within("sizes", list_of(sizes, "binaries", binary))?,
-        binaries_missing: within(
-            "sizes",
-            list_of(sizes, "missing", |m| Ok((str_of(m, "name")?, str_of(m, "why")?))),
-        )?,
-        initramfs: match field(sizes, "initramfs")? {
-            Value::Null => None,
-            b => Some(within("sizes.initramfs", breakdown(b))?),
-        },
-        initramfs_missing: sizes.get("initramfs_missing").and_then(Value::as_str).map(String::from),
-        agent: if measured {
-            Some(within("agent", agent_runs(agent))?)
-        } else {
-            None
-        },
-        agent_missing: agent.get("not_measured").and_then(Value::as_str).map(String::from),
-        suite_seconds: within("environment", f64_of(env, "suite_seconds"))?,
-        part_seconds: within(
-            "environment",
-            list_of(env, "part_seconds", |p| Ok((str_of(p, "part")?, f64_of(p, "seconds")?))),
-        )?,
+        accel: str_of(env, "accel")?,
+        accel_reason: str_of(env, "accel_reason")?,
+        host_cpu: str_of(env, "host_cpu")?,
+        host_cpus: u64_of(env, "host_cpus")? as usize,
+        guest_cpus: u64_of(env, "guest_cpus")? as u32,
+        kernel_release: str_of(env, "kernel")?,
+        qemu_version: str_of(env, "qemu")?,
+        suite_seconds: f64_of(env, "suite_seconds")?,
+        part_seconds: list_of(env, "part_seconds", |p| Ok((str_of(p, "part")?, f64_of(p, "seconds")?)))?,
+        ..Raw::default()
     })
 }
 
@@ -118,10 +108,7 @@ fn boot(b: &Value) -> Res<BootRecord> {
         "busybox" => Init::Busybox,
         other => return Err(format!("init: {other:?} is neither basalt nor busybox")),
     };
-    let report = match field(b, "report")? {
-        Value::Null => None,
-        r => Some(within("report", boot_report(r))?),
-    };
+    let report = optional(b, "report", boot_report)?;
     Ok(BootRecord {
         init,
         mib: u64_of(b, "image_mib")?,
@@ -248,6 +235,21 @@ mod tests {
         assert_eq!(json, include_str!("../results.json"));
         assert_eq!(svg::timeline(&a, &raw.accel), include_str!("../timeline.svg"));
         assert_eq!(svg::scaling(&a, &raw.accel), include_str!("../scaling.svg"));
+    }
+
+    /// Partial runs too: what is written is read back, whatever is missing.
+    #[test]
+    fn json_round_trips() {
+        let mut partial = results::tests_support::sample_raw();
+        partial.agent_missing = Some("not run (--parts)".into());
+        partial.initramfs_missing = Some("not built".into());
+        partial.binaries_missing = vec![("basaltctl".into(), "not built".into())];
+        for raw in [partial, Raw::default()] {
+            let written = report::json(&raw, &results::analyse(&raw));
+            let back = raw_from_json(&written).unwrap();
+            assert_eq!(report::json(&back, &results::analyse(&back)), written);
+            assert_eq!(report::markdown(&back, &results::analyse(&back)), report::markdown(&raw, &results::analyse(&raw)));
+        }
     }
 
     #[test]

@@ -52,7 +52,6 @@ pub struct Raw {
     /// CPUs the host has (for reading its load average).
     pub host_cpus: usize,
     pub guest_cpus: u32,
-    pub cmdline: String,
     pub kernel_release: String,
     pub qemu_version: String,
     /// Sizes compared against busybox (part 1), and the extra scaling sizes.
