@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Parts 5 and 6, through the agent, on the image `make image` built (the
 //! agent as handoff, the kubelet stand-in at /usr/bin/kubelet).
 //!
@@ -169,7 +170,8 @@ impl Ctl<'_> {
     }
 }
 
-const METHOD: &str = "End to end is timed on the host from spawning `basaltctl apply CONFIG --key KEY` (which signs the \
+const METHOD: &str =
+    "End to end is timed on the host from spawning `basaltctl apply CONFIG --key KEY` (which signs the \
                       config, then sends it over vsock) to the first `basaltctl status` that reports the kubelet \
                       running, polled back to back; every run is a first apply on a freshly booted node.";
 
@@ -184,7 +186,10 @@ pub fn measure(
     std::fs::create_dir_all(&work).map_err(io_err("create", &work))?;
     let config_path = work.join("config.json");
     std::fs::write(&config_path, bench_config(NODE)).map_err(io_err("write", &config_path))?;
-    let mut out = AgentRuns { method: METHOD.into(), ..AgentRuns::default() };
+    let mut out = AgentRuns {
+        method: METHOD.into(),
+        ..AgentRuns::default()
+    };
     for run in 0..runs {
         let r = apply_once(i, &work, &config_path, run)?;
         (out.accel, out.accel_reason) = (r.accel, r.accel_reason);
@@ -241,9 +246,15 @@ fn apply_once(i: &AgentInputs, work: &Path, config_path: &Path, run: usize) -> R
         op: format!("agent run {}", run + 1),
         why: format!("{why} (console: {})", log.display()),
     };
-    let vm = Vm::start(cfg).map_err(|source| BenchError::Vm { what: format!("boot {}", i.initramfs.display()), source })?;
+    let vm = Vm::start(cfg).map_err(|source| BenchError::Vm {
+        what: format!("boot {}", i.initramfs.display()),
+        source,
+    })?;
     let uds = vm.vsock_uds_path().map(Path::to_path_buf).unwrap_or_default();
-    let ctl = Ctl { program: &i.basaltctl, endpoint: format!("vsock-uds:{}:{VSOCK_PORT}", uds.display()) };
+    let ctl = Ctl {
+        program: &i.basaltctl,
+        endpoint: format!("vsock-uds:{}:{VSOCK_PORT}", uds.display()),
+    };
     wait_for_agent(&vm, &ctl).map_err(fail)?;
     let config = config_path.display().to_string();
     let key = i.config_key.display().to_string();
@@ -256,7 +267,10 @@ fn apply_once(i: &AgentInputs, work: &Path, config_path: &Path, run: usize) -> R
             break f;
         }
         if t0.elapsed() >= RUNNING {
-            return Err(fail(format!("{SERVICE} not running {} s after the apply", RUNNING.as_secs())));
+            return Err(fail(format!(
+                "{SERVICE} not running {} s after the apply",
+                RUNNING.as_secs()
+            )));
         }
     };
     let end_to_end = t0.elapsed();

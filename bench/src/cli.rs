@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Arguments. `make bench` passes every path explicitly; the defaults are
 //! what the Makefile would pass.
 
@@ -63,6 +64,12 @@ impl Parts {
         hash: true,
         sizes: true,
         agent: true,
+    };
+    const NONE: Parts = Parts {
+        boot: false,
+        hash: false,
+        sizes: false,
+        agent: false,
     };
 }
 
@@ -173,12 +180,7 @@ fn paths(flags: &mut Flags) -> Result<Paths, String> {
 }
 
 pub fn parse_parts(list: &str) -> Result<Parts, String> {
-    let mut parts = Parts {
-        boot: false,
-        hash: false,
-        sizes: false,
-        agent: false,
-    };
+    let mut parts = Parts::NONE;
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match name {
             "boot" => parts.boot = true,
@@ -188,14 +190,7 @@ pub fn parse_parts(list: &str) -> Result<Parts, String> {
             other => return Err(format!("--parts: unknown part {other:?} (boot, hash, sizes, agent)")),
         }
     }
-    if parts
-        == (Parts {
-            boot: false,
-            hash: false,
-            sizes: false,
-            agent: false,
-        })
-    {
+    if parts == Parts::NONE {
         return Err("--parts: no part named".into());
     }
     Ok(parts)

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Part 3: basalt-init's hash routine on the host, against openssl,
 //! coreutils sha256sum, busybox sha256sum and a plain copy into tmpfs.
 //!

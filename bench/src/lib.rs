@@ -7,16 +7,19 @@
 
 pub mod line;
 
-/// The host side's modules, built only with the `host` feature.
-macro_rules! host_modules {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[cfg(feature = "host")]
-            pub mod $name;
-        )*
-    };
-}
-
-host_modules!(
-    agent, boots, cli, error, hashing, images, load, report, results, sizes, stats, suite, svg, table, targets
-);
+// The host side's modules each start `#![cfg(feature = "host")]`.
+pub mod agent;
+pub mod boots;
+pub mod cli;
+pub mod error;
+pub mod hashing;
+pub mod images;
+pub mod load;
+pub mod report;
+pub mod results;
+pub mod sizes;
+pub mod stats;
+pub mod suite;
+pub mod svg;
+pub mod table;
+pub mod targets;

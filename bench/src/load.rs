@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! results.json read back into [`Raw`], so results.md and the pictures can be
 //! rendered again from a run's data without booting anything
 //! (`basalt-bench render`). results.json does not record the fixture's pid,
@@ -70,7 +71,10 @@ pub fn raw_from_json(v: &Value) -> Res<Raw> {
     let mut raw = within("environment", environment(field(v, "environment")?))?;
     raw.boots = list_of(v, "boots", boot)?;
     raw.compare_mib = list_of(v, "pid1_vs_busybox", |c| u64_of(c, "image_mib"))?;
-    let scaled = within("scaling", list_of(field(v, "scaling")?, "points", |p| u64_of(p, "image_mib")))?;
+    let scaled = within(
+        "scaling",
+        list_of(field(v, "scaling")?, "points", |p| u64_of(p, "image_mib")),
+    )?;
     raw.scale_mib = scaled.into_iter().filter(|m| !raw.compare_mib.contains(m)).collect();
     raw.hash = optional(v, "hashing", hash)?;
     let sizes = field(v, "sizes")?;
@@ -171,12 +175,28 @@ fn binary(b: &Value) -> Res<BinarySize> {
 }
 
 fn breakdown(b: &Value) -> Res<Breakdown> {
-    let keys = ["total", "image", "modules", "module_count", "init", "manifest", "framing"];
+    let keys = [
+        "total",
+        "image",
+        "modules",
+        "module_count",
+        "init",
+        "manifest",
+        "framing",
+    ];
     let v: Vec<u64> = keys.iter().map(|k| u64_of(b, k)).collect::<Res<_>>()?;
     let &[total, image, modules, count, init, manifest, framing] = &v[..] else {
         unreachable!("one value per key")
     };
-    Ok(Breakdown { total, image, modules, module_count: count as usize, init, manifest, framing })
+    Ok(Breakdown {
+        total,
+        image,
+        modules,
+        module_count: count as usize,
+        init,
+        manifest,
+        framing,
+    })
 }
 
 fn agent_runs(a: &Value) -> Res<AgentRuns> {
@@ -248,7 +268,10 @@ mod tests {
             let written = report::json(&raw, &results::analyse(&raw));
             let back = raw_from_json(&written).unwrap();
             assert_eq!(report::json(&back, &results::analyse(&back)), written);
-            assert_eq!(report::markdown(&back, &results::analyse(&back)), report::markdown(&raw, &results::analyse(&raw)));
+            assert_eq!(
+                report::markdown(&back, &results::analyse(&back)),
+                report::markdown(&raw, &results::analyse(&raw))
+            );
         }
     }
 

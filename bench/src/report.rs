@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! results.md and results.json: pure builders over the analysis. results.md
 //! is data first: [`sections`] lists every section as a heading and blocks
 //! (prose, [`Table`]s, pictures), and [`markdown`] only prints them. The
@@ -7,10 +8,10 @@
 use crate::boots::{Init, CMDLINE};
 use crate::hashing::Tool;
 use crate::results::{host_load, Analysis, Raw};
-use crate::targets::Status;
 use crate::sizes::Breakdown;
 use crate::stats::Summary;
 use crate::table::{fmt_kib, fmt_mib, fmt_ms, fmt_summary, summary_json, Cell, Table, Unit};
+use crate::targets::Status;
 use serde_json::{json, Value};
 
 pub const FORMAT: u64 = 1;
@@ -148,14 +149,24 @@ fn targets(a: &Analysis) -> Table {
 /// A table with a row per image size: the size, its guest's RAM and the
 /// runs first, then `columns`.
 fn image_table(columns: &[(&str, Unit)]) -> Table {
-    Table::new(&[&[("Image", Unit::Text), ("Guest RAM", Unit::Text), ("Runs", Unit::Text)], columns].concat())
+    Table::new(
+        &[
+            &[("Image", Unit::Text), ("Guest RAM", Unit::Text), ("Runs", Unit::Text)],
+            columns,
+        ]
+        .concat(),
+    )
 }
 
 /// A row of an [`image_table`]: "64 MiB (64.0 MiB)" (the nominal size and
 /// the image's real one), the RAM, the runs, then `figures`.
 fn image_row(mib: u64, bytes: u64, memory_mib: u32, runs: String, figures: Vec<Cell>) -> Vec<Cell> {
     let size = format!("{mib} MiB ({})", fmt_mib(bytes));
-    [vec![size.into(), format!("{memory_mib} MiB").into(), runs.into()], figures].concat()
+    [
+        vec![size.into(), format!("{memory_mib} MiB").into(), runs.into()],
+        figures,
+    ]
+    .concat()
 }
 
 fn part1(a: &Analysis) -> Vec<Block> {
@@ -171,7 +182,13 @@ fn part1(a: &Analysis) -> Vec<Block> {
     for c in &a.comparisons {
         let runs = format!("{} + {}", c.basalt_runs.len(), c.busybox_runs.len());
         let (basalt, busybox) = (Cell::Summary(c.basalt), Cell::Summary(c.busybox));
-        let figures = vec![basalt, busybox, Cell::Num(c.ratio), c.basalt_hash.into(), c.busybox_hash.into()];
+        let figures = vec![
+            basalt,
+            busybox,
+            Cell::Num(c.ratio),
+            c.basalt_hash.into(),
+            c.busybox_hash.into(),
+        ];
         t.row(image_row(c.mib, c.image_bytes, c.memory_mib, runs, figures));
     }
     if a.comparisons.is_empty() {
@@ -362,12 +379,25 @@ fn part6(raw: &Raw, a: &Analysis) -> Vec<Block> {
 
 fn part7(a: &Analysis) -> Vec<Block> {
     use Unit::{Ms, Percent};
-    let columns = [("PID1 phase ms", Ms), ("verify-image ms", Ms), ("verify share", Percent), ("kernel to /init ms", Ms)];
+    let columns = [
+        ("PID1 phase ms", Ms),
+        ("verify-image ms", Ms),
+        ("verify share", Percent),
+        ("kernel to /init ms", Ms),
+    ];
     let mut t = image_table(&columns);
     for p in &a.scaling.points {
-        let share = p.verify.map_or(Cell::Missing, |v| Cell::Num(v.median / p.phase.median * 100.0));
+        let share = p
+            .verify
+            .map_or(Cell::Missing, |v| Cell::Num(v.median / p.phase.median * 100.0));
         let figures = vec![Cell::Summary(p.phase), p.verify.into(), share, Cell::Summary(p.kernel)];
-        t.row(image_row(p.mib, p.image_bytes, p.memory_mib, p.phase.n.to_string(), figures));
+        t.row(image_row(
+            p.mib,
+            p.image_bytes,
+            p.memory_mib,
+            p.phase.n.to_string(),
+            figures,
+        ));
     }
     vec![
         text(
@@ -376,7 +406,10 @@ fn part7(a: &Analysis) -> Vec<Block> {
         ),
         Block::Table(t),
         text(scaling_sentence(a)),
-        Block::Image { alt: "PID1 phase against image size", file: "scaling.svg" },
+        Block::Image {
+            alt: "PID1 phase against image size",
+            file: "scaling.svg",
+        },
     ]
 }
 

@@ -1,7 +1,8 @@
+#![cfg(feature = "host")]
 //! From raw measurements to the figures the suite reports: medians, ratios,
-//! per-step times, the scaling fit and where each target stands. Pure
-//! functions; `report.rs` renders the result as Markdown and JSON, `svg.rs`
-//! as pictures.
+//! per-step times and the scaling fit (`targets.rs` says where each target
+//! stands). Pure functions; `report.rs` renders the result as Markdown and
+//! JSON, `svg.rs` as pictures.
 
 use crate::boots::{BootOutcome, Init};
 use crate::hashing::{HashRuns, Tool};
@@ -549,5 +550,4 @@ mod tests {
         assert!((rows[0].vs_openssl - 0.95).abs() < 1e-9);
         assert!((rows[2].gib_per_s - 2.0).abs() < 1e-9);
     }
-
 }

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! The suite, in order: check inputs, build images, boot, hash, measure
 //! sizes, talk to the agent, write the results.
 

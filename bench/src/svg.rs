@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! timeline.svg and scaling.svg, written by hand: a bar per step of the
 //! PID1 phase, and the phase against the image size. Pure string builders;
 //! coordinates are rounded to 0.1 px so output changes only with the data.
@@ -104,7 +105,13 @@ fn text(x: f64, y: f64, anchor: &str, extra: &str, body: &str) -> String {
 }
 
 fn line(x1: f64, y1: f64, x2: f64, y2: f64, style: &str) -> String {
-    format!("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" {style}/>\n", r1(x1), r1(y1), r1(x2), r1(y2))
+    format!(
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" {style}/>\n",
+        r1(x1),
+        r1(y1),
+        r1(x2),
+        r1(y2)
+    )
 }
 
 /// 0, step, 2 × step, … up to `span`.
@@ -117,23 +124,36 @@ fn ticks(span: f64, step: f64) -> Vec<f64> {
     out
 }
 
-fn title(y: f64, body: &str) -> String {
-    text(WIDTH / 2.0, y, "middle", " font-weight=\"bold\"", body)
+/// The picture's frame and its bold title at `title_y`: `title`, then the
+/// accelerator in capitals and a closing parenthesis.
+fn page(height: f64, title_y: f64, title: &str, accel: &str) -> String {
+    let title = format!("{title}{})", accel.to_uppercase());
+    header(height) + &text(WIDTH / 2.0, title_y, "middle", " font-weight=\"bold\"", &title)
+}
+
+fn no_boots(y: f64) -> String {
+    text(WIDTH / 2.0, y, "middle", "", "no boots were run")
 }
 
 const AXIS: &str = "stroke=\"#333\"";
 
 /// Renders one panel per compared size: title, bars, axis.
 pub fn timeline(a: &Analysis, accel: &str) -> String {
-    let panels: Vec<(&Comparison, Vec<Bar>)> =
-        a.comparisons.iter().map(|c| (c, timeline_bars(&a.steps, a.edges.as_ref(), c))).collect();
+    let panels: Vec<(&Comparison, Vec<Bar>)> = a
+        .comparisons
+        .iter()
+        .map(|c| (c, timeline_bars(&a.steps, a.edges.as_ref(), c)))
+        .collect();
     let panel_h = |bars: &[Bar]| 30.0 + bars.len() as f64 * ROW_H + 40.0;
     let height = 40.0 + panels.iter().map(|(_, b)| panel_h(b)).sum::<f64>().max(40.0);
-    let mut svg = header(height);
-    let accel = accel.to_uppercase();
-    svg.push_str(&title(22.0, &format!("basalt-init PID1 phase, one bar per step (median of the runs, {accel})")));
+    let mut svg = page(
+        height,
+        22.0,
+        "basalt-init PID1 phase, one bar per step (median of the runs, ",
+        accel,
+    );
     if panels.is_empty() {
-        svg.push_str(&text(WIDTH / 2.0, 60.0, "middle", "", "no boots were run"));
+        svg.push_str(&no_boots(60.0));
     }
     let mut y = 40.0;
     for (c, bars) in &panels {
@@ -147,7 +167,10 @@ pub fn timeline(a: &Analysis, accel: &str) -> String {
 /// One size's bars, from its top edge at `y`.
 fn panel(y: f64, c: &Comparison, bars: &[Bar]) -> String {
     let plot_w = WIDTH - LABEL_W - VALUE_W - 20.0;
-    let total = c.basalt.median.max(bars.iter().map(|b| b.start + b.len).fold(0.0, f64::max));
+    let total = c
+        .basalt
+        .median
+        .max(bars.iter().map(|b| b.start + b.len).fold(0.0, f64::max));
     let scale = if total > 0.0 { plot_w / total } else { 0.0 };
     let (b, bb) = (fmt_ms(c.basalt.median), fmt_ms(c.busybox.median));
     let heading = format!("{} MiB image: PID1 phase {b} ms (busybox {bb} ms)", c.mib);
@@ -165,7 +188,13 @@ fn panel(y: f64, c: &Comparison, bars: &[Bar]) -> String {
             r1(w),
             r1(ROW_H - 6.0)
         ));
-        svg.push_str(&text(x + w + 6.0, ry + 14.0, "start", "", &format!("{} ms", fmt_ms(b.len))));
+        svg.push_str(&text(
+            x + w + 6.0,
+            ry + 14.0,
+            "start",
+            "",
+            &format!("{} ms", fmt_ms(b.len)),
+        ));
     }
     let axis_y = top + bars.len() as f64 * ROW_H + 4.0;
     svg.push_str(&line(LABEL_W, axis_y, LABEL_W + plot_w, axis_y, AXIS));
@@ -194,8 +223,13 @@ pub type Series = Vec<(f64, f64, f64, f64)>;
 pub fn scaling_series(a: &Analysis) -> (Series, Series) {
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     let points = &a.scaling.points;
-    let phase = points.iter().map(|p| (mib(p.image_bytes), p.phase.median, p.phase.min, p.phase.max)).collect();
-    let verify = points.iter().filter_map(|p| Some((mib(p.image_bytes), p.verify?.median, p.verify?.min, p.verify?.max)));
+    let phase = points
+        .iter()
+        .map(|p| (mib(p.image_bytes), p.phase.median, p.phase.min, p.phase.max))
+        .collect();
+    let verify = points
+        .iter()
+        .filter_map(|p| Some((mib(p.image_bytes), p.verify?.median, p.verify?.min, p.verify?.max)));
     (phase, verify.collect())
 }
 
@@ -211,11 +245,21 @@ struct Plot {
 
 impl Plot {
     fn x(&self, x: f64) -> f64 {
-        self.left + if self.span_x > 0.0 { x / self.span_x * (self.right - self.left) } else { 0.0 }
+        self.left
+            + if self.span_x > 0.0 {
+                x / self.span_x * (self.right - self.left)
+            } else {
+                0.0
+            }
     }
 
     fn y(&self, y: f64) -> f64 {
-        self.bottom - if self.span_y > 0.0 { y / self.span_y * (self.bottom - self.top) } else { 0.0 }
+        self.bottom
+            - if self.span_y > 0.0 {
+                y / self.span_y * (self.bottom - self.top)
+            } else {
+                0.0
+            }
     }
 }
 
@@ -223,11 +267,9 @@ impl Plot {
 pub fn scaling(a: &Analysis, accel: &str) -> String {
     let (phase, verify) = scaling_series(a);
     let height = 420.0;
-    let mut svg = header(height);
-    let accel = accel.to_uppercase();
-    svg.push_str(&title(24.0, &format!("basalt-init PID1 phase against root image size ({accel})")));
+    let mut svg = page(height, 24.0, "basalt-init PID1 phase against root image size (", accel);
     if phase.is_empty() {
-        svg.push_str(&text(WIDTH / 2.0, height / 2.0, "middle", "", "no boots were run"));
+        svg.push_str(&no_boots(height / 2.0));
         svg.push_str("</svg>\n");
         return svg;
     }
@@ -235,7 +277,14 @@ pub fn scaling(a: &Analysis, accel: &str) -> String {
     let max_y = phase.iter().chain(&verify).map(|p| p.3).fold(0.0, f64::max);
     let (step_x, step_y) = (nice_step(max_x, 8), nice_step(max_y, 6));
     let (span_x, span_y) = ((max_x / step_x).ceil() * step_x, (max_y / step_y).ceil() * step_y);
-    let plot = Plot { left: 80.0, right: WIDTH - 30.0, top: 50.0, bottom: height - 60.0, span_x, span_y };
+    let plot = Plot {
+        left: 80.0,
+        right: WIDTH - 30.0,
+        top: 50.0,
+        bottom: height - 60.0,
+        span_x,
+        span_y,
+    };
     svg.push_str(&axes(&plot, step_x, step_y));
     for (series, color, name) in [(&phase, BAR, "PID1 phase"), (&verify, SECOND, "verify-image step")] {
         if !series.is_empty() {
@@ -260,28 +309,55 @@ fn axes(p: &Plot, step_x: f64, step_y: f64) -> String {
     }
     svg.push_str(&line(p.left, p.bottom, p.right, p.bottom, AXIS));
     svg.push_str(&line(p.left, p.top, p.left, p.bottom, AXIS));
-    svg.push_str(&text((p.left + p.right) / 2.0, p.bottom + 40.0, "middle", "", "root image size (MiB)"));
+    svg.push_str(&text(
+        (p.left + p.right) / 2.0,
+        p.bottom + 40.0,
+        "middle",
+        "",
+        "root image size (MiB)",
+    ));
     let mid = r1((p.top + p.bottom) / 2.0);
-    svg.push_str(&format!("<text x=\"20\" y=\"{mid}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {mid})\">ms</text>\n"));
+    svg.push_str(&format!(
+        "<text x=\"20\" y=\"{mid}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {mid})\">ms</text>\n"
+    ));
     svg
 }
 
 /// One series: the line through the medians, a min–max bar and a dot per
 /// size, and its legend entry at `legend_y`.
 fn plot_series(p: &Plot, series: &Series, color: &str, name: &str, legend_y: f64) -> String {
-    let points: Vec<String> = series.iter().map(|s| format!("{},{}", r1(p.x(s.0)), r1(p.y(s.1)))).collect();
+    let points: Vec<String> = series
+        .iter()
+        .map(|s| format!("{},{}", r1(p.x(s.0)), r1(p.y(s.1))))
+        .collect();
     let mut svg = format!(
         "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
         points.join(" ")
     );
     for s in series {
-        svg.push_str(&line(p.x(s.0), p.y(s.2), p.x(s.0), p.y(s.3), &format!("stroke=\"{color}\"")));
-        svg.push_str(&format!("<circle cx=\"{}\" cy=\"{}\" r=\"3.5\" fill=\"{color}\"/>\n", r1(p.x(s.0)), r1(p.y(s.1))));
+        svg.push_str(&line(
+            p.x(s.0),
+            p.y(s.2),
+            p.x(s.0),
+            p.y(s.3),
+            &format!("stroke=\"{color}\""),
+        ));
+        svg.push_str(&format!(
+            "<circle cx=\"{}\" cy=\"{}\" r=\"3.5\" fill=\"{color}\"/>\n",
+            r1(p.x(s.0)),
+            r1(p.y(s.1))
+        ));
     }
     let lx = p.left + 20.0;
     let style = format!("stroke=\"{color}\" stroke-width=\"2\"");
     svg.push_str(&line(lx, legend_y, lx + 24.0, legend_y, &style));
-    svg.push_str(&text(lx + 30.0, legend_y + 4.0, "start", "", &format!("{name} (median; bars: min–max)")));
+    svg.push_str(&text(
+        lx + 30.0,
+        legend_y + 4.0,
+        "start",
+        "",
+        &format!("{name} (median; bars: min–max)"),
+    ));
     svg
 }
 

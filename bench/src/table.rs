@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! One table of results.md: named columns, each with the unit its cells are
 //! in, and rows of typed cells. The unit decides how a figure is printed, so
 //! every table prints a duration, a size or a ratio the same way. A table

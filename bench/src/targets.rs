@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Where each target stands: the figure that decides it and, where it is
 //! missed, why and what would close it, from the measurements themselves.
 
@@ -34,13 +35,35 @@ pub struct Target {
 
 impl Target {
     /// Met or missed by `measured`; a missed one says why in `why_missed`.
-    fn judged(name: &'static str, goal: &'static str, measured: String, met: bool, why_missed: impl FnOnce() -> String) -> Target {
-        let (status, note) = if met { (Status::Met, String::new()) } else { (Status::Missed, why_missed()) };
-        Target { name, goal, measured, status, note }
+    fn judged(
+        name: &'static str,
+        goal: &'static str,
+        measured: String,
+        met: bool,
+        why_missed: impl FnOnce() -> String,
+    ) -> Target {
+        let (status, note) = if met {
+            (Status::Met, String::new())
+        } else {
+            (Status::Missed, why_missed())
+        };
+        Target {
+            name,
+            goal,
+            measured,
+            status,
+            note,
+        }
     }
 
     fn not_measured(name: &'static str, goal: &'static str, why: &str) -> Target {
-        Target { name, goal, measured: "—".into(), status: Status::NotMeasured, note: why.to_string() }
+        Target {
+            name,
+            goal,
+            measured: "—".into(),
+            status: Status::NotMeasured,
+            note: why.to_string(),
+        }
     }
 }
 
@@ -54,9 +77,27 @@ pub fn targets(raw: &Raw, a: &Analysis) -> Vec<Target> {
     }
     let agent = a.agent.as_ref();
     for (name, goal, limit, value, unit) in [
-        ("init peak RSS", "≤ 2 MiB", 2048.0, agent.and_then(|s| s.init_hwm_kib), "KiB"),
-        ("agent peak RSS", "≤ 6 MiB", 6144.0, agent.and_then(|s| s.agent_hwm_kib), "KiB"),
-        ("apply-to-exec in the guest", "≤ 50 ms", 50.0, agent.and_then(|s| s.apply_to_exec_ms), "ms"),
+        (
+            "init peak RSS",
+            "≤ 2 MiB",
+            2048.0,
+            agent.and_then(|s| s.init_hwm_kib),
+            "KiB",
+        ),
+        (
+            "agent peak RSS",
+            "≤ 6 MiB",
+            6144.0,
+            agent.and_then(|s| s.agent_hwm_kib),
+            "KiB",
+        ),
+        (
+            "apply-to-exec in the guest",
+            "≤ 50 ms",
+            50.0,
+            agent.and_then(|s| s.apply_to_exec_ms),
+            "ms",
+        ),
     ] {
         out.push(through_the_agent(raw, a, (name, goal, limit, unit), value));
     }
@@ -70,8 +111,14 @@ fn init_phase(raw: &Raw, a: &Analysis) -> Target {
         return Target::not_measured(name, goal, "the boots were not run");
     }
     let worst = a.comparisons.iter().map(|c| c.ratio).fold(f64::MIN, f64::max);
-    let measured: Vec<String> = a.comparisons.iter().map(|c| format!("{:.2}× at {} MiB", c.ratio, c.mib)).collect();
-    Target::judged(name, goal, measured.join(", "), worst <= 0.25, || init_phase_note(raw, a))
+    let measured: Vec<String> = a
+        .comparisons
+        .iter()
+        .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.mib))
+        .collect();
+    Target::judged(name, goal, measured.join(", "), worst <= 0.25, || {
+        init_phase_note(raw, a)
+    })
 }
 
 fn find_hash(a: &Analysis, tool: Tool) -> Option<&HashRow> {
@@ -100,7 +147,11 @@ fn hashing(raw: &Raw, a: &Analysis) -> Target {
 
 fn binary_size(raw: &Raw, name: &'static str, bin: &str, goal: &'static str, limit: u64) -> Target {
     let Some(b) = raw.binaries.iter().find(|b| b.name == bin) else {
-        let why = raw.binaries_missing.iter().find(|(n, _)| n == bin).map(|(_, why)| why.as_str());
+        let why = raw
+            .binaries_missing
+            .iter()
+            .find(|(n, _)| n == bin)
+            .map(|(_, why)| why.as_str());
         return Target::not_measured(name, goal, why.unwrap_or("part 4 was not run"));
     };
     let measured = format!("{} KiB", b.stripped.div_ceil(1024));
@@ -148,14 +199,25 @@ fn sentence(parts: &[String]) -> String {
 /// same guests: what a signature check and a program start cost there.
 fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
     let mut parts = vec![format!("{over:.0} ms over at the median")];
-    let mut stages: Vec<(&str, f64)> =
-        a.agent.iter().flat_map(|s| s.stages_ms.iter().map(|(n, x)| (n.as_str(), x.median))).collect();
+    let mut stages: Vec<(&str, f64)> = a
+        .agent
+        .iter()
+        .flat_map(|s| s.stages_ms.iter().map(|(n, x)| (n.as_str(), x.median)))
+        .collect();
     stages.sort_by(|x, y| y.1.total_cmp(&x.1));
     if !stages.is_empty() {
         let listed: Vec<String> = stages.iter().map(|(n, x)| format!("{n} {x:.1} ms")).collect();
-        parts.push(format!("the agent's own split of the apply, by median, is {}", listed.join(", ")));
+        parts.push(format!(
+            "the agent's own split of the apply, by median, is {}",
+            listed.join(", ")
+        ));
     }
-    let manifest = a.steps.iter().find(|s| s.name == "manifest").and_then(|s| s.per_size.first()).map(|p| p.1.median);
+    let manifest = a
+        .steps
+        .iter()
+        .find(|s| s.name == "manifest")
+        .and_then(|s| s.per_size.first())
+        .map(|p| p.1.median);
     let spawn = a.edges.as_ref().map(|e| e.spawn_to_handoff_ms.median);
     if let (Some(m), Some(sp)) = (manifest, spawn) {
         parts.push(format!(
@@ -195,7 +257,9 @@ fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
             raw.accel.to_uppercase()
         ));
         if let Some((rest_b, rest_bb)) = c.rest() {
-            parts.push(format!("everything else takes {rest_b:.0} ms (basalt) against {rest_bb:.0} ms (busybox)"));
+            parts.push(format!(
+                "everything else takes {rest_b:.0} ms (basalt) against {rest_bb:.0} ms (busybox)"
+            ));
         }
         if raw.accel == "tcg" {
             parts.push(
@@ -230,8 +294,16 @@ mod tests {
     /// The sample boots, two binaries (one too large) and no agent figures.
     fn raw() -> Raw {
         let mut r = sample_raw();
-        let size = |name: &str, as_built, stripped| BinarySize { name: name.into(), path: "/b".into(), as_built, stripped };
-        r.binaries = vec![size("basalt-init", 900_000, 800_000), size("basalt-agent", 3 << 20, (2 << 20) + 10)];
+        let size = |name: &str, as_built, stripped| BinarySize {
+            name: name.into(),
+            path: "/b".into(),
+            as_built,
+            stripped,
+        };
+        r.binaries = vec![
+            size("basalt-init", 900_000, 800_000),
+            size("basalt-agent", 3 << 20, (2 << 20) + 10),
+        ];
         r.agent_missing = Some("the agent is not ready".into());
         r
     }
