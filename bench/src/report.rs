@@ -131,15 +131,14 @@ fn targets(a: &Analysis) -> Table {
     let mut t = Table::new(&[("Target", T), ("Goal", T), ("Measured", T), ("Status", T), ("Note", T)]);
     for x in &a.targets {
         let status = match x.status {
-            Status::Met => "**met**",
-            Status::Missed => "**missed**",
-            Status::NotMeasured => "not measured",
+            Status::Met | Status::Missed => Cell::Strong(x.status.as_str().into()),
+            Status::NotMeasured => x.status.as_str().into(),
         };
         t.row(vec![
             x.name.into(),
             x.goal.into(),
             x.measured.as_str().into(),
-            status.into(),
+            status,
             x.note.as_str().into(),
         ]);
     }

@@ -64,6 +64,8 @@ impl Unit {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     Text(String),
+    /// Text printed bold in Markdown.
+    Strong(String),
     Num(f64),
     Summary(Summary),
     /// Not measured: `—`.
@@ -151,7 +153,7 @@ impl Table {
             .map(|c| json!({"title": c.title, "unit": c.unit.key()}))
             .collect();
         let cell = |c: &Cell| match c {
-            Cell::Text(s) => json!(s),
+            Cell::Text(s) | Cell::Strong(s) => json!(s),
             Cell::Num(x) => json!(x),
             Cell::Summary(s) => summary_json(s),
             Cell::Missing | Cell::Blank => Value::Null,
@@ -167,6 +169,7 @@ fn text(cell: &Cell, column: &Column) -> String {
     let s = match cell {
         Cell::Blank => return " ".into(),
         Cell::Text(s) => s.clone(),
+        Cell::Strong(s) => format!("**{s}**"),
         Cell::Num(x) => u.number(*x),
         Cell::Summary(s) => u.summary(s),
         Cell::Missing => "—".into(),
@@ -232,9 +235,9 @@ mod tests {
         let s = Summary::of(&[0.9, 0.955, 0.94]).unwrap();
         let mut t = Table::new(&[("Tool", Unit::Text), ("Seconds", Unit::Seconds), ("x", Unit::Times)]).bold("x");
         t.row(vec!["a".into(), Cell::Summary(s), Cell::Num(1.041)]);
-        t.row(vec!["b".into(), Cell::Missing, Cell::Blank]);
+        t.row(vec![Cell::Strong("b".into()), Cell::Missing, Cell::Blank]);
         t.row(vec!["".into(), Cell::Num(2.0), Cell::Text("-".into())]);
-        let want = "| Tool | Seconds | x |\n|---|---|---|\n| a | 0.940 (0.900–0.955) | **1.04×** |\n| b | — | |\n|  | 2.000 | - |";
+        let want = "| Tool | Seconds | x |\n|---|---|---|\n| a | 0.940 (0.900–0.955) | **1.04×** |\n| **b** | — | |\n|  | 2.000 | - |";
         assert_eq!(t.markdown(), want);
         let j = t.to_json();
         assert_eq!(j["columns"][1], json!({"title": "Seconds", "unit": "s"}));
