@@ -4,6 +4,7 @@
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
 
+use crate::persist::device::{StateSource, DEFAULT_LABEL};
 use basalt_common::cmdline::{self, Param};
 use basalt_common::config::check_node_id;
 use std::path::{Path, PathBuf};
@@ -173,6 +174,8 @@ pub struct BootParams {
     pub vsock_port: Option<u32>,
     /// `basalt.node=`, unchecked (identity.rs decides what it is worth).
     pub node: Option<String>,
+    /// `basalt.state=`: where configs persist across reboots.
+    pub state: StateSource,
 }
 
 /// Reads the agent's keys from a kernel command line. Returns the values and
@@ -216,11 +219,19 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             warnings.push(format!("basalt.node: {why}"));
         }
     }
+    let state = match value("basalt.state") {
+        None => StateSource::default(),
+        Some(v) => StateSource::parse(&v).unwrap_or_else(|why| {
+            warnings.push(format!("basalt.state: {why}; using partlabel:{DEFAULT_LABEL}"));
+            StateSource::default()
+        }),
+    };
     (
         BootParams {
             serial,
             vsock_port,
             node,
+            state,
         },
         warnings,
     )
@@ -285,6 +296,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -294,6 +306,7 @@ mod tests {
                     serial: None,
                     vsock_port: None,
                     node: Some("n1".into()),
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -303,6 +316,7 @@ mod tests {
                     serial: dev("/dev/hvc1"),
                     vsock_port: Some(5000),
                     node: None,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -312,6 +326,7 @@ mod tests {
                     serial: dev("/dev/pts/3"),
                     vsock_port: Some(1024),
                     node: None,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -321,6 +336,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    state: StateSource::default(),
                 },
                 2,
             ),
@@ -330,6 +346,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: Some("bad/id".into()),
+                    state: StateSource::default(),
                 },
                 2,
             ),
@@ -339,6 +356,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(2),
                     node: None,
+                    state: StateSource::default(),
                 },
                 0,
             ),
