@@ -302,7 +302,7 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
             .unwrap_or([0; 4]),
     );
     let esp_image = parts.join("esp.img");
-    esp::build_esp(&esp_image, spec.esp_size, volume_id, &esp_files).map_err(DiskError::Esp)?;
+    esp::build_esp(&esp_image, spec.esp_size, volume_id, time, &esp_files).map_err(DiskError::Esp)?;
 
     let table = gpt::plan(
         Guid::derive(&seed, "disk"),

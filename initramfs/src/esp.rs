@@ -79,8 +79,9 @@ pub fn directories(files: &[EspFile]) -> Result<Vec<String>, EspError> {
     Ok(dirs)
 }
 
-/// Makes a FAT32 image of `size_bytes` at `out` holding `files`.
-pub fn build_esp(out: &Path, size_bytes: u64, volume_id: u32, files: &[EspFile]) -> Result<(), EspError> {
+/// Makes a FAT32 image of `size_bytes` at `out` holding `files`, every
+/// timestamp `time` (seconds since the epoch; FAT cannot go before 1980).
+pub fn build_esp(out: &Path, size_bytes: u64, volume_id: u32, time: u64, files: &[EspFile]) -> Result<(), EspError> {
     if size_bytes == 0 || !size_bytes.is_multiple_of(1024) {
         return Err(EspError::Size { bytes: size_bytes });
     }
@@ -97,7 +98,8 @@ pub fn build_esp(out: &Path, size_bytes: u64, volume_id: u32, files: &[EspFile])
         }
     }
     let image: OsString = out.into();
-    let run = |tool, args: Vec<OsString>| tools::run(tool, &args).map(|_| ()).map_err(EspError::Tool);
+    let env = [("SOURCE_DATE_EPOCH", time.to_string())];
+    let run = |tool, args: Vec<OsString>| tools::run_env(tool, &args, &env).map(|_| ()).map_err(EspError::Tool);
     run(
         "mkfs.vfat",
         vec![

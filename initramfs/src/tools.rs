@@ -50,8 +50,14 @@ fn package(tool: &str) -> Option<&'static str> {
 /// Runs `tool` with `args` and an environment that keeps its output stable
 /// (mtools skips its geometry check, which refuses unpartitioned images).
 pub fn run(tool: &'static str, args: &[OsString]) -> Result<Vec<u8>, ToolError> {
+    run_env(tool, args, &[])
+}
+
+/// [`run`] with more environment, e.g. SOURCE_DATE_EPOCH for mtools' timestamps.
+pub fn run_env(tool: &'static str, args: &[OsString], env: &[(&str, String)]) -> Result<Vec<u8>, ToolError> {
     let output = Command::new(tool)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("MTOOLS_SKIP_CHECK", "1")
         .env("LC_ALL", "C")
         .output()
