@@ -20,6 +20,9 @@ want musl-gcc musl-tools
 want openssl openssl
 want file file
 want zstd zstd
+want veritysetup cryptsetup-bin
+# init's device-mapper layout test compiles against the kernel's header.
+[ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs="$need_pkgs linux-libc-dev"
 [ -f /usr/share/qemu/qboot.rom ] || need_pkgs="$need_pkgs qemu-system-data"
 
 if [ -n "$need_pkgs" ]; then

@@ -20,3 +20,4 @@ pub mod shutdown;
 pub mod supervise;
 pub mod switchroot;
 mod sys;
+pub mod verity;
