@@ -69,6 +69,10 @@ pub enum ImageError {
     Memfd {
         source: io::Error,
     },
+    /// A root slot is verity's to set up (verity/), never hashed as a file.
+    RootSlot {
+        label: String,
+    },
 }
 
 impl std::fmt::Display for ImageError {
@@ -108,6 +112,9 @@ impl std::fmt::Display for ImageError {
                 hex::encode(expected)
             ),
             ImageError::Memfd { source } => write!(f, "copy root image into RAM: {source}"),
+            ImageError::RootSlot { label } => {
+                write!(f, "partlabel:{label} is a root slot: it is mounted through dm-verity")
+            }
         }
     }
 }
@@ -158,6 +165,7 @@ pub fn verify_image(
             wait_for(dev, wait)?;
             copy_into_ram(dev, expected)
         }
+        ImageSource::PartLabel(label) => Err(ImageError::RootSlot { label: label.clone() }),
     }
 }
 
@@ -264,7 +272,7 @@ fn copy_into_ram(dev: &str, expected: &ImageDigest) -> Result<VerifiedImage, Ima
     })
 }
 
-fn check(path: &str, expected: &ImageDigest, hashed: Hashed) -> Result<(), ImageError> {
+pub(crate) fn check(path: &str, expected: &ImageDigest, hashed: Hashed) -> Result<(), ImageError> {
     if hashed.len != expected.size {
         return Err(ImageError::Size {
             path: path.into(),

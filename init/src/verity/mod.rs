@@ -4,4 +4,5 @@
 //! line.
 
 pub mod dm;
+pub mod partition;
 pub mod table;
