@@ -356,6 +356,7 @@ mod tests {
                 sha256: [0; 32],
             }],
             handoff: "/sbin/basalt-agent".into(),
+            verity: None,
         };
         let json = build_manifest(&m);
         root.write(MANIFEST_PATH, &json);
