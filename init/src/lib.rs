@@ -16,6 +16,7 @@ pub mod modules;
 pub mod mountinfo;
 pub mod mounts;
 pub mod report;
+pub mod root;
 pub mod shutdown;
 pub mod supervise;
 pub mod switchroot;
