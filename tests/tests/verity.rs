@@ -21,6 +21,8 @@ const CMDLINE: &str = "quiet basalt.on_error=poweroff basalt.error_delay=0 basal
 /// The slot is partition 2, after a 1 MiB stand-in for the ESP.
 const NODE: &str = "/dev/vda2";
 const MIB: u64 = 1 << 20;
+/// How the mount fails when verity refuses a block it needs (musl's strerror).
+const MOUNT_EIO: &str = "verity device /dev/dm-0: mount squashfs on /newroot: I/O error (os error 5)";
 const SECTOR: u64 = 512;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -226,6 +228,7 @@ fn slot_refuses_a_truncated_partition() {
     });
 }
 
+/// The top level of the tree is its first block, read before any other.
 #[test]
 fn slot_refuses_a_flipped_tree_byte() {
     refused(
@@ -233,8 +236,12 @@ fn slot_refuses_a_flipped_tree_byte() {
         Tamper::TreeByte,
         "basalt.root=ram",
         "mount-root",
-        |_| {
-            "verity device /dev/dm-0: mount squashfs on /newroot: Input/output error (os error 5) (dm-verity found a corrupted block)".into()
+        |d| {
+            let block = d.verity.hash_offset / BLOCK_SIZE as u64;
+            format!(
+                "{MOUNT_EIO} (dm-verity: metadata block {block} is corrupted, at byte {} of the partition)",
+                d.verity.hash_offset
+            )
         },
     );
 }
@@ -247,9 +254,7 @@ fn slot_refuses_a_flipped_data_byte_in_both_modes() {
             Tamper::DataByte,
             &format!("basalt.root={mode}"),
             "mount-root",
-            |_| {
-                "verity device /dev/dm-0: mount squashfs on /newroot: Input/output error (os error 5) (dm-verity found a corrupted block)".into()
-            },
+            |_| format!("{MOUNT_EIO} (dm-verity: data block 0 is corrupted, at byte 0 of the partition)"),
         );
     }
 }

@@ -7,6 +7,7 @@
 //! SquashFS from the mapped device. `dm` speaks the device-mapper ioctls and
 //! `table` writes the verity target's line.
 
+pub mod corruption;
 pub mod dm;
 pub mod partition;
 pub mod root;

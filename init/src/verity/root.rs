@@ -1,6 +1,7 @@
 //! Mounting a checked slot: verity over the RAM copy or over the partition,
 //! then the SquashFS read-only from the mapped device.
 
+use super::corruption::{self, Corruption};
 use super::dm::{self, DeviceMapper, MappedDevice, RealDm};
 use super::slot::{open_sized, CheckedSlot};
 use super::table::{verity_target, VerityTable};
@@ -66,6 +67,8 @@ pub enum RootCause {
         node: String,
         source: MountError,
         corrupted: bool,
+        /// The block, when the kernel's log line could be read back.
+        block: Option<Corruption>,
     },
 }
 
@@ -96,12 +99,20 @@ impl std::fmt::Display for RootError {
                 node,
                 source,
                 corrupted,
+                block,
             } => {
                 write!(f, "verity device {node}: {source}")?;
-                if *corrupted {
-                    write!(f, " (dm-verity found a corrupted block)")?;
+                match (corrupted, block) {
+                    // Data and tree share the slot's offsets (the RAM copy
+                    // keeps them), so the block says where in the partition.
+                    (_, Some(b)) => write!(
+                        f,
+                        " (dm-verity: {b}, at byte {} of the partition)",
+                        b.block * BLOCK_SIZE as u64
+                    ),
+                    (true, None) => write!(f, " (dm-verity found a corrupted block)"),
+                    (false, None) => Ok(()),
                 }
-                Ok(())
             }
         }
     }
@@ -181,10 +192,12 @@ pub fn mount_root(
     }
     if let Err(source) = mounts::mount_all(&mut mounts::RealMounts, &[mounts::root_mount(&node, newroot)]) {
         let corrupted = reports_corruption(&mut dm);
+        let block = corrupted.then(|| corruption::first_logged("/dev/kmsg")).flatten();
         return Err(fail(RootCause::Mount {
             node,
             source,
             corrupted,
+            block,
         }));
     }
     log::info!(
@@ -347,7 +360,28 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_partition() {
+    fn errors_name_the_partition_and_the_block() {
+        let mount_error = || MountError::Mount {
+            fstype: "squashfs",
+            target: "/newroot".into(),
+            source: io::Error::from_raw_os_error(libc::EIO),
+        };
+        let e = RootError {
+            label: "ROOT-A".into(),
+            node: "/dev/vda2".into(),
+            cause: Box::new(RootCause::Mount {
+                node: "/dev/dm-0".into(),
+                source: mount_error(),
+                corrupted: true,
+                block: corruption::parse_line("device-mapper: verity: 7:0: metadata block 283 is corrupted"),
+            }),
+        };
+        assert!(
+            e.to_string().ends_with(
+                "(os error 5) (dm-verity: metadata block 283 is corrupted, at byte 1159168 of the partition)"
+            ),
+            "{e}"
+        );
         let e = RootError {
             label: "ROOT-A".into(),
             node: "/dev/vda2".into(),
@@ -359,6 +393,7 @@ mod tests {
                     source: io::Error::from_raw_os_error(libc::EIO),
                 },
                 corrupted: true,
+                block: None,
             }),
         };
         assert_eq!(
