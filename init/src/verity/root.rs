@@ -47,29 +47,26 @@ pub struct VerityRoot {
 pub enum RootCause {
     Open(io::Error),
     Copy(io::Error),
-    ShortCopy {
-        copied: u64,
-        need: u64,
-    },
+    ShortCopy { copied: u64, need: u64 },
     Memfd(io::Error),
     Loop(LoopError),
     FullHash(Box<ImageError>),
-    DevNumber {
-        path: String,
-        source: io::Error,
-    },
+    DevNumber { path: String, source: io::Error },
     Table(super::table::TableError),
     Dm(dm::DmError),
-    NodeTimeout {
-        node: String,
-    },
-    Mount {
-        node: String,
-        source: MountError,
-        corrupted: bool,
-        /// The block, when the kernel's log line could be read back.
-        block: Option<Corruption>,
-    },
+    NodeTimeout { node: String },
+    Mount(Box<MountFailure>),
+}
+
+/// The SquashFS would not mount from the verity device.
+#[derive(Debug)]
+pub struct MountFailure {
+    pub node: String,
+    pub source: MountError,
+    /// The verity target's status says a block failed.
+    pub corrupted: bool,
+    /// The block, when the kernel's log line could be read back.
+    pub block: Option<Corruption>,
 }
 
 #[derive(Debug)]
@@ -95,12 +92,13 @@ impl std::fmt::Display for RootError {
             RootCause::Table(e) => write!(f, "{e}"),
             RootCause::Dm(e) => write!(f, "{e}"),
             RootCause::NodeTimeout { node } => write!(f, "{node} did not appear within 2 s"),
-            RootCause::Mount {
-                node,
-                source,
-                corrupted,
-                block,
-            } => {
+            RootCause::Mount(m) => {
+                let MountFailure {
+                    node,
+                    source,
+                    corrupted,
+                    block,
+                } = &**m;
                 write!(f, "verity device {node}: {source}")?;
                 match (corrupted, block) {
                     // Data and tree share the slot's offsets (the RAM copy
@@ -193,12 +191,12 @@ pub fn mount_root(
     if let Err(source) = mounts::mount_all(&mut mounts::RealMounts, &[mounts::root_mount(&node, newroot)]) {
         let corrupted = reports_corruption(&mut dm);
         let block = corrupted.then(|| corruption::first_logged("/dev/kmsg")).flatten();
-        return Err(fail(RootCause::Mount {
+        return Err(fail(RootCause::Mount(Box::new(MountFailure {
             node,
             source,
             corrupted,
             block,
-        }));
+        }))));
     }
     log::info!(
         "root: {node} on {newroot} (squashfs, ro,nosuid,nodev) through dm-verity on {} {part}, {} mode{}",
@@ -369,12 +367,12 @@ mod tests {
         let e = RootError {
             label: "ROOT-A".into(),
             node: "/dev/vda2".into(),
-            cause: Box::new(RootCause::Mount {
+            cause: Box::new(RootCause::Mount(Box::new(MountFailure {
                 node: "/dev/dm-0".into(),
                 source: mount_error(),
                 corrupted: true,
                 block: corruption::parse_line("device-mapper: verity: 7:0: metadata block 283 is corrupted"),
-            }),
+            }))),
         };
         assert!(
             e.to_string().ends_with(
@@ -385,16 +383,12 @@ mod tests {
         let e = RootError {
             label: "ROOT-A".into(),
             node: "/dev/vda2".into(),
-            cause: Box::new(RootCause::Mount {
+            cause: Box::new(RootCause::Mount(Box::new(MountFailure {
                 node: "/dev/dm-0".into(),
-                source: MountError::Mount {
-                    fstype: "squashfs",
-                    target: "/newroot".into(),
-                    source: io::Error::from_raw_os_error(libc::EIO),
-                },
+                source: mount_error(),
                 corrupted: true,
                 block: None,
-            }),
+            }))),
         };
         assert_eq!(
             e.to_string(),
