@@ -20,6 +20,8 @@ want musl-gcc musl-tools
 want openssl openssl
 want file file
 want zstd zstd
+# init's device-mapper layout test compiles against the kernel's header.
+[ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs="$need_pkgs linux-libc-dev"
 [ -f /usr/share/qemu/qboot.rom ] || need_pkgs="$need_pkgs qemu-system-data"
 # The disk image (make disk) and booting it under UEFI (make run-disk).
 want_file() { # want_file PATH PACKAGE: for files, and tools in sbin dirs a user's PATH may lack

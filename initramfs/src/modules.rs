@@ -645,6 +645,10 @@ mod tests {
                     "drivers/md/dm-bufio.ko",
                     &format!("name=dm_bufio\0depends=dm-mod\0{VM}"),
                 ),
+                (
+                    "drivers/md/dm-verity.ko",
+                    &format!("name=dm_verity\0depends=dm-bufio,dm-mod\0{VM}"),
+                ),
                 ("unrelated/readme.txt", "x"),
             ],
             "kernel/lib/crc-t10dif.ko\n",
@@ -661,6 +665,13 @@ mod tests {
         let got = index.resolve(&names(&["dm_bufio"]), "6.1.0-test").unwrap();
         let got: Vec<&str> = got.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(got, ["dm_mod", "dm_bufio"]);
+        let got = index.resolve(&names(&["dm_verity"]), "6.1.0-test").unwrap();
+        let got: Vec<&str> = got.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            got,
+            ["dm_mod", "dm_bufio", "dm_verity"],
+            "dashed depends= read as names"
+        );
 
         let err = index.resolve(&names(&["virtio"]), "6.2.0").unwrap_err().to_string();
         assert!(err.starts_with("checking module vermagic: "), "{err}");
