@@ -1,6 +1,7 @@
 # basalt — build, boot and test an immutable Kubernetes node host.
 #
 #   make run      build everything and boot a node in QEMU (the demo)
+#   make run-disk the demo booted from build/disk.img under OVMF
 #   make test     every test: lint, unit, host-level and QEMU suites
 #   make image    build/vmlinuz + build/initramfs.img
 #   make disk     build/disk.img: GPT, ESP with systemd-boot and UKIs, dm-verity root slots
@@ -35,7 +36,7 @@ MKIMAGE     := $(HOST_BIN)/basalt-mkimage
 BASALTCTL   := $(HOST_BIN)/basaltctl
 QEMU        := $(HOST_BIN)/basalt-qemu
 
-.PHONY: setup kernel host-tools keys node-bins rootfs image disk run boot test lint unit vmtest \
+.PHONY: setup kernel host-tools keys node-bins rootfs image disk run run-disk boot test lint unit vmtest \
         kernel-check bench fuzz fuzz-short robustness clean
 
 setup:
@@ -105,6 +106,10 @@ kernel-check: host-tools
 # The demo: boot, provision over serial with the dev key, show kubelet, power off.
 run: image
 	@scripts/demo.sh $(B)
+
+# The same demo booted from build/disk.img under OVMF (about 8 s more).
+run-disk: disk
+	@scripts/demo.sh $(B) --disk
 
 # Just boot, console on this terminal (Ctrl-C stops QEMU).
 boot: image
