@@ -395,7 +395,7 @@ fn same_inputs_same_disk_and_a_full_slot_is_refused() {
 
     // A root image that leaves no room for its tree and the manifest area.
     let mut big = b"hsqs".to_vec();
-    big.extend((0..(1_000_000u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    big.extend((0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     let sqsh = dir.write("big.sqsh", &big);
     let too_small = DiskSpec {
         root: RootSource::Squashfs(sqsh),
