@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod cmdline;
 pub mod command;
 pub mod config;
+pub mod disk;
 pub mod envelope;
 pub mod hex;
 pub mod json;

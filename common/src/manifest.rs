@@ -6,7 +6,12 @@
 //! the JSON, then holds the image and every module to the digests listed here.
 //! Because the signature covers raw bytes, `openssl pkeyutl -verify -rawin`
 //! can check a manifest too.
+//!
+//! A manifest for a disk slot also carries `verity`: the dm-verity tree's
+//! parameters and root hash. The same signed bytes sit in the UKI's
+//! initramfs and in the slot's manifest area (`disk::slot`).
 
+use crate::disk::verity;
 use crate::hex;
 use crate::json::{self, Fields, JsonError};
 use crate::keys::{PublicKey, SIGNATURE_LEN};
@@ -31,6 +36,21 @@ pub struct Manifest {
     pub modules: Vec<ModuleEntry>,
     /// Absolute path, inside the root image, of the program init hands off to.
     pub handoff: String,
+    /// The dm-verity tree of the image, when it sits on a disk slot.
+    pub verity: Option<Verity>,
+}
+
+/// The dm-verity parameters of a root slot (docs/disk-layout.md). The
+/// algorithm (`sha256`), format version (1) and block sizes (4096) are fixed:
+/// they are written out and must read back exactly so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verity {
+    pub data_blocks: u64,
+    /// Byte offset of the tree in the partition: `data_blocks * 4096`.
+    pub hash_offset: u64,
+    pub hash_blocks: u64,
+    pub salt: Vec<u8>,
+    pub root_hash: [u8; 32],
 }
 
 /// Size and SHA-256 of the SquashFS root image.
@@ -116,7 +136,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     let top = Fields::new(
         &doc,
         "$",
-        &["format", "version", "kernel", "image", "modules", "handoff"],
+        &["format", "version", "kernel", "image", "modules", "handoff", "verity"],
     )?;
     let format = top.u64("format")?;
     if format != FORMAT {
@@ -151,12 +171,96 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         )
         .into());
     }
+    let verity = match top.opt("verity") {
+        None => None,
+        Some(v) => Some(parse_verity(v, &top.path_of("verity"), image.size)?),
+    };
     Ok(Manifest {
         version: top.str("version")?.to_string(),
         kernel: top.str("kernel")?.to_string(),
         image,
         modules,
         handoff: handoff.to_string(),
+        verity,
+    })
+}
+
+/// The `verity` object: the fixed parameters must be what this build
+/// writes, and the sizes must agree with each other and with the image.
+fn parse_verity(value: &Value, path: &str, image_size: u64) -> Result<Verity, JsonError> {
+    let f = Fields::new(
+        value,
+        path,
+        &[
+            "algorithm",
+            "version",
+            "data_block_size",
+            "hash_block_size",
+            "data_blocks",
+            "hash_offset",
+            "hash_blocks",
+            "salt",
+            "root_hash",
+        ],
+    )?;
+    let algorithm = f.str("algorithm")?;
+    if algorithm != verity::ALGORITHM {
+        return Err(JsonError::new(
+            f.path_of("algorithm"),
+            format!("{algorithm:?} is not supported (only {:?})", verity::ALGORITHM),
+        ));
+    }
+    let block = verity::BLOCK_SIZE as u64;
+    for (key, want) in [
+        ("version", verity::VERSION),
+        ("data_block_size", block),
+        ("hash_block_size", block),
+    ] {
+        let n = f.u64(key)?;
+        if n != want {
+            return Err(JsonError::new(
+                f.path_of(key),
+                format!("{n} is not supported (only {want})"),
+            ));
+        }
+    }
+    let data_blocks = f.u64("data_blocks")?;
+    let want_blocks = verity::data_blocks(image_size);
+    if data_blocks == 0 || data_blocks != want_blocks {
+        return Err(JsonError::new(
+            f.path_of("data_blocks"),
+            format!("{data_blocks}, but an image of {image_size} bytes is {want_blocks} blocks of {block}"),
+        ));
+    }
+    let hash_offset = f.u64("hash_offset")?;
+    if Some(hash_offset) != data_blocks.checked_mul(block) {
+        return Err(JsonError::new(
+            f.path_of("hash_offset"),
+            format!("{hash_offset}, expected data_blocks * {block}"),
+        ));
+    }
+    let hash_blocks = f.u64("hash_blocks")?;
+    let want_hash = verity::hash_blocks(data_blocks);
+    if hash_blocks != want_hash {
+        return Err(JsonError::new(
+            f.path_of("hash_blocks"),
+            format!("{hash_blocks}, but a tree over {data_blocks} blocks has {want_hash}"),
+        ));
+    }
+    let salt = hex::decode(f.str("salt")?)
+        .filter(|s| !s.is_empty() && s.len() <= verity::MAX_SALT)
+        .ok_or_else(|| {
+            JsonError::new(
+                f.path_of("salt"),
+                format!("expected 1 to {} bytes of hex", verity::MAX_SALT),
+            )
+        })?;
+    Ok(Verity {
+        data_blocks,
+        hash_offset,
+        hash_blocks,
+        salt,
+        root_hash: digest(&f, "root_hash")?,
     })
 }
 
@@ -167,7 +271,7 @@ pub fn build_manifest(m: &Manifest) -> Vec<u8> {
         .iter()
         .map(|e| json!({"name": e.name, "sha256": hex::encode(&e.sha256)}))
         .collect();
-    let doc = json!({
+    let mut doc = json!({
         "format": FORMAT,
         "version": m.version,
         "kernel": m.kernel,
@@ -175,6 +279,22 @@ pub fn build_manifest(m: &Manifest) -> Vec<u8> {
         "modules": modules,
         "handoff": m.handoff,
     });
+    if let (Some(v), Some(map)) = (&m.verity, doc.as_object_mut()) {
+        map.insert(
+            "verity".to_string(),
+            json!({
+                "algorithm": verity::ALGORITHM,
+                "version": verity::VERSION,
+                "data_block_size": verity::BLOCK_SIZE,
+                "hash_block_size": verity::BLOCK_SIZE,
+                "data_blocks": v.data_blocks,
+                "hash_offset": v.hash_offset,
+                "hash_blocks": v.hash_blocks,
+                "salt": hex::encode(&v.salt),
+                "root_hash": hex::encode(&v.root_hash),
+            }),
+        );
+    }
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out
@@ -229,6 +349,25 @@ mod tests {
                 },
             ],
             handoff: "/sbin/basalt-agent".into(),
+            verity: None,
+        }
+    }
+
+    /// The sample with a 300 000-byte image on a slot: 74 data blocks, one hash block.
+    fn with_verity() -> Manifest {
+        Manifest {
+            image: ImageDigest {
+                size: 300_000,
+                sha256: [7; 32],
+            },
+            verity: Some(Verity {
+                data_blocks: 74,
+                hash_offset: 74 * 4096,
+                hash_blocks: 1,
+                salt: vec![0xab; 32],
+                root_hash: [0xcd; 32],
+            }),
+            ..sample()
         }
     }
 
@@ -332,6 +471,97 @@ mod tests {
         let without = text.replace(",\n  \"handoff\": \"/sbin/basalt-agent\"", "");
         assert_ne!(without, text);
         assert_eq!(parse_manifest(without.as_bytes()).unwrap().handoff, DEFAULT_HANDOFF);
+    }
+
+    #[test]
+    fn verity_round_trips_and_is_left_out_when_absent() {
+        let bytes = build_manifest(&with_verity());
+        assert_eq!(parse_manifest(&bytes).unwrap(), with_verity());
+        let text = String::from_utf8(bytes).unwrap();
+        let want = format!(
+            "  \"verity\": {{\n    \"algorithm\": \"sha256\",\n    \"data_block_size\": 4096,\n    \"data_blocks\": 74,\n    \"hash_block_size\": 4096,\n    \"hash_blocks\": 1,\n    \"hash_offset\": 303104,\n    \"root_hash\": \"{}\",\n    \"salt\": \"{}\",\n    \"version\": 1\n  }},\n  \"version\": \"0.1.0\"\n}}\n",
+            "cd".repeat(32),
+            "ab".repeat(32)
+        );
+        assert!(text.ends_with(&want), "{text}");
+        // A manifest written before verity existed reads the same as before.
+        let old = String::from_utf8(build_manifest(&sample())).unwrap();
+        assert!(!old.contains("verity"));
+        assert_eq!(parse_manifest(old.as_bytes()).unwrap().verity, None);
+    }
+
+    #[test]
+    fn verity_rejects_table() {
+        let good = String::from_utf8(build_manifest(&with_verity())).unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                good.replace("\"sha256\",", "\"sha512\","),
+                "$.verity.algorithm: \"sha512\" is not supported (only \"sha256\")",
+            ),
+            (
+                good.replace("\"version\": 1\n", "\"version\": 0\n"),
+                "$.verity.version: 0 is not supported (only 1)",
+            ),
+            (
+                good.replace("\"data_block_size\": 4096", "\"data_block_size\": 512"),
+                "$.verity.data_block_size: 512 is not supported (only 4096)",
+            ),
+            (
+                good.replace("\"hash_block_size\": 4096", "\"hash_block_size\": 1024"),
+                "$.verity.hash_block_size: 1024 is not supported",
+            ),
+            (
+                good.replace("\"data_blocks\": 74", "\"data_blocks\": 73"),
+                "$.verity.data_blocks: 73, but an image of 300000 bytes is 74 blocks of 4096",
+            ),
+            (
+                good.replace("\"hash_offset\": 303104", "\"hash_offset\": 0"),
+                "$.verity.hash_offset: 0, expected data_blocks * 4096",
+            ),
+            (
+                good.replace("\"hash_blocks\": 1", "\"hash_blocks\": 2"),
+                "$.verity.hash_blocks: 2, but a tree over 74 blocks has 1",
+            ),
+            (
+                good.replace(&"ab".repeat(32), ""),
+                "$.verity.salt: expected 1 to 256 bytes of hex",
+            ),
+            (
+                good.replace(&"ab".repeat(32), "abc"),
+                "$.verity.salt: expected 1 to 256 bytes of hex",
+            ),
+            (
+                good.replace(&"ab".repeat(32), &"ab".repeat(257)),
+                "$.verity.salt: expected 1 to 256",
+            ),
+            (
+                good.replace(&"cd".repeat(32), &"cd".repeat(31)),
+                "$.verity.root_hash: expected 64 hex digits",
+            ),
+            (good.replace("\"salt\"", "\"pepper\""), "$.verity.pepper: unknown field"),
+            (
+                good.replace("\"root_hash\"", "\"root\""),
+                "$.verity.root: unknown field",
+            ),
+            (
+                good.replace(",\n    \"salt\": \"", ",\n    \"x\": 1, \"salt\": \""),
+                "$.verity.x: unknown field",
+            ),
+        ];
+        for (text, needle) in cases {
+            assert_ne!(text, good, "{needle}: the replacement did not apply");
+            let err = parse_manifest(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "wanted {needle:?} in {err:?}");
+        }
+        let gone = {
+            let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+            v["verity"].as_object_mut().unwrap().remove("root_hash");
+            serde_json::to_string(&v).unwrap()
+        };
+        assert_eq!(
+            parse_manifest(gone.as_bytes()).unwrap_err().to_string(),
+            "manifest $.verity.root_hash: missing field"
+        );
     }
 
     #[test]

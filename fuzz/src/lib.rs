@@ -180,10 +180,13 @@ pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
     let image = match &p.image {
         ImageSource::Initramfs => "initramfs".to_string(),
         ImageSource::Device(dev) => dev.clone(),
+        ImageSource::PartLabel(label) => format!("partlabel:{label}"),
     };
     let mut words = vec![
         format!("basalt.image={image}"),
         format!("basalt.image_wait={}", p.image_wait.as_secs()),
+        format!("basalt.root={}", p.root.as_str()),
+        format!("basalt.verify={}", p.verify.as_str()),
         format!("basalt.lockdown={}", p.lockdown.as_str()),
         format!("basalt.on_error={}", p.on_error.as_str()),
         format!("basalt.error_delay={}", p.error_delay.as_secs()),

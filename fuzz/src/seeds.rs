@@ -322,6 +322,7 @@ fn sample_manifest() -> Manifest {
             },
         ],
         handoff: "/sbin/basalt-agent".into(),
+        verity: None,
     }
 }
 

@@ -15,6 +15,52 @@ pub enum ImageSource {
     Initramfs,
     /// A block device (e.g. `/dev/vda`), copied into RAM while it is hashed.
     Device(String),
+    /// A root slot: the GPT partition with this PARTLABEL, holding the
+    /// image, its dm-verity tree and a signed manifest (docs/disk-layout.md).
+    PartLabel(String),
+}
+
+/// `basalt.root=`: where a root slot's blocks are read from once verity is
+/// set up over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootMode {
+    /// Copied into a sealed memfd first: the node never reads its disk again.
+    Ram,
+    /// Read from the partition as needed.
+    Disk,
+}
+
+impl RootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootMode::Ram => "ram",
+            RootMode::Disk => "disk",
+        }
+    }
+}
+
+/// `basalt.verify=`: how much of a root slot is checked before it is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Each block as it is read (dm-verity), nothing up front.
+    Verity,
+    /// The manifest's SHA-256 over the whole image up front, and verity.
+    Full,
+}
+
+impl Verify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Verity => "verity",
+            Verify::Full => "full",
+        }
+    }
+}
+
+/// What a PARTLABEL may be here: GPT allows 36 UTF-16 units; basalt's are
+/// short ASCII names such as `ROOT-A`.
+pub fn valid_partlabel(v: &str) -> bool {
+    (1..=36).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +103,8 @@ pub struct BootParams {
     pub image: ImageSource,
     /// How long to wait for `basalt.image=` to appear.
     pub image_wait: Duration,
+    pub root: RootMode,
+    pub verify: Verify,
     /// `basalt.agent=`: overrides the manifest's handoff program.
     pub agent: Option<String>,
     pub lockdown: Lockdown,
@@ -77,6 +125,8 @@ impl Default for BootParams {
         BootParams {
             image: ImageSource::Initramfs,
             image_wait: Duration::from_secs(10),
+            root: RootMode::Ram,
+            verify: Verify::Verity,
             agent: None,
             lockdown: Lockdown::Integrity,
             on_error: OnError::Reboot,
@@ -125,10 +175,30 @@ pub fn parse(line: &str) -> Result<BootParams, CmdlineError> {
         };
         match name {
             "image" => {
-                p.image = match value {
-                    "initramfs" => ImageSource::Initramfs,
-                    v if v.starts_with("/dev/") && valid_absolute_path(v) => ImageSource::Device(v.into()),
-                    _ => return Err(err("\"initramfs\" or a device path under /dev/")),
+                p.image =
+                    match value {
+                        "initramfs" => ImageSource::Initramfs,
+                        v if v.starts_with("/dev/") && valid_absolute_path(v) => ImageSource::Device(v.into()),
+                        v if v.strip_prefix("partlabel:").is_some_and(valid_partlabel) => {
+                            ImageSource::PartLabel(v["partlabel:".len()..].into())
+                        }
+                        _ => return Err(err(
+                            "\"initramfs\", a device path under /dev/, or partlabel:NAME (1-36 of A-Z a-z 0-9 . _ -)",
+                        )),
+                    }
+            }
+            "root" => {
+                p.root = match value {
+                    "ram" => RootMode::Ram,
+                    "disk" => RootMode::Disk,
+                    _ => return Err(err("ram or disk")),
+                }
+            }
+            "verify" => {
+                p.verify = match value {
+                    "verity" => Verify::Verity,
+                    "full" => Verify::Full,
+                    _ => return Err(err("verity or full")),
                 }
             }
             "image_wait" => p.image_wait = seconds(value).ok_or_else(|| err("seconds, 0 to 600"))?,
@@ -221,6 +291,19 @@ mod tests {
         assert_eq!(p.image, ImageSource::Initramfs);
         assert_eq!(p.lockdown, Lockdown::Integrity);
         assert_eq!(p.on_error, OnError::Reboot);
+        assert_eq!((p.root, p.verify), (RootMode::Ram, Verify::Verity));
+    }
+
+    #[test]
+    fn partlabels() {
+        let longest = "L".repeat(36);
+        for ok in ["ROOT-A", "root_b", "x", "v1.2", longest.as_str()] {
+            assert!(valid_partlabel(ok), "{ok}");
+        }
+        let too_long = "L".repeat(37);
+        for bad in ["", "ROOT A", "ROOT/A", "ROOT-Ä", "a\0", too_long.as_str()] {
+            assert!(!valid_partlabel(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -246,6 +329,16 @@ mod tests {
         assert!(p.debug);
         assert_eq!(parse("basalt.lockdown=none").unwrap().lockdown, Lockdown::None);
         assert_eq!(parse("basalt.image=initramfs").unwrap().image, ImageSource::Initramfs);
+        let p = parse("basalt.image=partlabel:ROOT-B basalt.root=disk basalt.verify=full").unwrap();
+        assert_eq!(
+            (p.image, p.root, p.verify),
+            (ImageSource::PartLabel("ROOT-B".into()), RootMode::Disk, Verify::Full)
+        );
+        let p = parse("basalt.image=partlabel:a.b_c-1 basalt.root=ram basalt.verify=verity").unwrap();
+        assert_eq!(
+            (p.image, p.root, p.verify),
+            (ImageSource::PartLabel("a.b_c-1".into()), RootMode::Ram, Verify::Verity)
+        );
     }
 
     #[test]
@@ -258,9 +351,18 @@ mod tests {
             ("basalt.lockdown", "basalt.lockdown=\"\": expected integrity"),
             (
                 "basalt.image=/etc/passwd",
-                "basalt.image=\"/etc/passwd\": expected \"initramfs\" or a device",
+                "basalt.image=\"/etc/passwd\": expected \"initramfs\", a device",
             ),
             ("basalt.image=/dev/../etc", "basalt.image=\"/dev/../etc\""),
+            (
+                "basalt.image=partlabel:",
+                "basalt.image=\"partlabel:\": expected \"initramfs\", a device path under /dev/, or partlabel:NAME",
+            ),
+            ("basalt.image=partlabel:ROOT/A", "basalt.image=\"partlabel:ROOT/A\""),
+            ("basalt.image=\"partlabel:ROOT A\"", "basalt.image=\"partlabel:ROOT A\""),
+            ("basalt.root=usb", "basalt.root=\"usb\": expected ram or disk"),
+            ("basalt.root", "basalt.root=\"\": expected ram or disk"),
+            ("basalt.verify=none", "basalt.verify=\"none\": expected verity or full"),
             (
                 "basalt.agent=bin/sh",
                 "basalt.agent=\"bin/sh\": expected an absolute path",

@@ -32,12 +32,27 @@ pub struct BootFacts<'a> {
     pub image_size: u64,
     pub image_origin: &'a str,
     pub image_copied: bool,
-    pub loop_device: &'a str,
+    pub loop_device: Option<&'a str>,
+    /// The device the root is mounted from (the loop device, or /dev/dm-N).
+    pub root_device: &'a str,
+    pub verity: Option<VerityFacts<'a>>,
     pub modules: &'a [(String, LoadOutcome)],
     pub lockdown: &'a str,
     pub sysctls: &'a SysctlReport,
     pub initramfs_removed: Removed,
     pub handoff: &'a str,
+}
+
+/// A root slot mounted through dm-verity.
+#[derive(Debug, Clone)]
+pub struct VerityFacts<'a> {
+    pub partition: &'a str,
+    pub mode: &'a str,
+    pub device: &'a str,
+    pub root_hash: [u8; 32],
+    pub data_blocks: u64,
+    pub copied_bytes: u64,
+    pub hashed_up_front: bool,
 }
 
 fn us(d: Duration) -> u64 {
@@ -82,6 +97,16 @@ pub fn build(f: &BootFacts) -> Value {
             "origin": f.image_origin,
             "copied_to_ram": f.image_copied,
             "loop_device": f.loop_device,
+            "device": f.root_device,
+            "verity": f.verity.as_ref().map(|v| json!({
+                "partition": v.partition,
+                "mode": v.mode,
+                "device": v.device,
+                "root_hash": hex::encode(&v.root_hash),
+                "data_blocks": v.data_blocks,
+                "copied_bytes": v.copied_bytes,
+                "hashed_up_front": v.hashed_up_front,
+            })),
         },
         "modules": modules,
         "lockdown": f.lockdown,
@@ -149,7 +174,17 @@ mod tests {
             image_size: 4096,
             image_origin: "/basalt/root.sqsh",
             image_copied: false,
-            loop_device: "/dev/loop0",
+            loop_device: Some("/dev/loop0"),
+            root_device: "/dev/dm-0",
+            verity: Some(VerityFacts {
+                partition: "ROOT-A",
+                mode: "ram",
+                device: "/dev/dm-0",
+                root_hash: [0xcd; 32],
+                data_blocks: 1,
+                copied_bytes: 8192,
+                hashed_up_front: false,
+            }),
             modules: &modules,
             lockdown: "integrity",
             sysctls: &sysctls,
@@ -169,5 +204,8 @@ mod tests {
         assert_eq!(r["sysctls"]["failed"][0]["key"], "dev.tty.legacy_tiocsti");
         assert_eq!(r["sysctls"]["applied"], 1);
         assert_eq!(r["lockdown"], "integrity");
+        assert_eq!(r["image"]["verity"]["partition"], "ROOT-A");
+        assert_eq!(r["image"]["verity"]["root_hash"], "cd".repeat(32));
+        assert_eq!(r["image"]["device"], "/dev/dm-0");
     }
 }

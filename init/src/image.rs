@@ -69,6 +69,10 @@ pub enum ImageError {
     Memfd {
         source: io::Error,
     },
+    /// A root slot is verity's to set up (verity/), never hashed as a file.
+    RootSlot {
+        label: String,
+    },
 }
 
 impl std::fmt::Display for ImageError {
@@ -108,20 +112,42 @@ impl std::fmt::Display for ImageError {
                 hex::encode(expected)
             ),
             ImageError::Memfd { source } => write!(f, "copy root image into RAM: {source}"),
+            ImageError::RootSlot { label } => {
+                write!(f, "partlabel:{label} is a root slot: it is mounted through dm-verity")
+            }
         }
     }
 }
 
 /// Reads and verifies `/basalt/manifest.{json,sig}` under `root` with `key`.
 pub fn load_manifest(root: &str, key: Option<PublicKey>) -> Result<Manifest, ImageError> {
+    load_signed_manifest(root, key).map(|s| s.manifest)
+}
+
+/// A verified manifest with the exact bytes that were signed: a root slot's
+/// copy must be the same bytes (verity/slot.rs).
+#[derive(Debug, Clone)]
+pub struct SignedManifest {
+    pub manifest: Manifest,
+    pub json: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// [`load_manifest`], keeping the signed bytes.
+pub fn load_signed_manifest(root: &str, key: Option<PublicKey>) -> Result<SignedManifest, ImageError> {
     let key = key.ok_or(ImageError::NoKey)?;
     let read = |path: &'static str, cap: usize| {
         let full = format!("{}{path}", root.trim_end_matches('/'));
         read_capped(&full, cap).map_err(|source| ImageError::ReadManifest { path, source })
     };
     let json = read(MANIFEST_PATH, MAX_MANIFEST_BYTES)?;
-    let sig = read(SIGNATURE_PATH, 1024)?;
-    manifest::verify_manifest(&json, &sig, &key).map_err(ImageError::Manifest)
+    let signature = read(SIGNATURE_PATH, 1024)?;
+    let manifest = manifest::verify_manifest(&json, &signature, &key).map_err(ImageError::Manifest)?;
+    Ok(SignedManifest {
+        manifest,
+        json,
+        signature,
+    })
 }
 
 fn read_capped(path: &str, cap: usize) -> io::Result<Vec<u8>> {
@@ -158,6 +184,7 @@ pub fn verify_image(
             wait_for(dev, wait)?;
             copy_into_ram(dev, expected)
         }
+        ImageSource::PartLabel(label) => Err(ImageError::RootSlot { label: label.clone() }),
     }
 }
 
@@ -264,7 +291,7 @@ fn copy_into_ram(dev: &str, expected: &ImageDigest) -> Result<VerifiedImage, Ima
     })
 }
 
-fn check(path: &str, expected: &ImageDigest, hashed: Hashed) -> Result<(), ImageError> {
+pub(crate) fn check(path: &str, expected: &ImageDigest, hashed: Hashed) -> Result<(), ImageError> {
     if hashed.len != expected.size {
         return Err(ImageError::Size {
             path: path.into(),
@@ -348,6 +375,7 @@ mod tests {
                 sha256: [0; 32],
             }],
             handoff: "/sbin/basalt-agent".into(),
+            verity: None,
         };
         let json = build_manifest(&m);
         root.write(MANIFEST_PATH, &json);

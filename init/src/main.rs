@@ -2,9 +2,11 @@
 //! each step is timed, logged, and fatal on failure (boot.rs).
 #![deny(unsafe_code)]
 
+use basalt_init::boot_params::ImageSource;
+use basalt_init::root::MountedRoot;
 use basalt_init::{
     boot::Boot, boot_params, boot_report, console, harden, image, log, loopdev, modules, mounts, supervise, switchroot,
-    uptime,
+    uptime, verity,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -52,7 +54,8 @@ fn boot_node(boot: &mut Boot) -> ! {
     }
 
     // c. The signed manifest, then its modules.
-    let manifest = boot.step("manifest", || image::load_manifest("/", image::baked_key()));
+    let signed = boot.step("manifest", || image::load_signed_manifest("/", image::baked_key()));
+    let manifest = &signed.manifest;
     ::log::info!(
         "manifest: image {} ({} bytes), {} modules",
         manifest.version,
@@ -61,13 +64,30 @@ fn boot_node(boot: &mut Boot) -> ! {
     );
     let loaded = boot.step("modules", || modules::load_all("/", &manifest.modules));
 
-    // d. The image, hashed (and copied into RAM if it is on a disk).
-    let root = boot.step("verify-image", || {
-        image::verify_image("/", &params.image, &manifest.image, params.image_wait)
-    });
-
-    // e. Read-only loop device, read-only squashfs.
-    let loopdev = boot.step("mount-root", || loopdev::mount_root(NEWROOT, &root));
+    // d, e. The root, checked and mounted read-only at NEWROOT.
+    let root = match &params.image {
+        // A root slot: its signed tail must be the initramfs's manifest;
+        // dm-verity then checks each block as it is read.
+        ImageSource::PartLabel(label) => {
+            let part = boot.step("find-slot", || verity::find_slot(label, params.image_wait));
+            let slot = boot.step("slot-manifest", || {
+                verity::check_slot(&part, &signed, image::baked_key())
+            });
+            let root = boot.step("mount-root", || {
+                verity::mount_root(NEWROOT, &slot, &manifest.image, params.root, params.verify)
+            });
+            MountedRoot::Slot { slot, root }
+        }
+        // An image file: hashed whole (and copied into RAM if it is on a
+        // disk), then a read-only loop device and a read-only squashfs.
+        _ => {
+            let image = boot.step("verify-image", || {
+                image::verify_image("/", &params.image, &manifest.image, params.image_wait)
+            });
+            let loopdev = boot.step("mount-root", || loopdev::mount_root(NEWROOT, &image));
+            MountedRoot::Image { image, loopdev }
+        }
+    };
 
     // f. The writable tmpfs mounts.
     boot.step("mount-writable", || {
@@ -110,11 +130,13 @@ fn boot_node(boot: &mut Boot) -> ! {
         steps: &boot.steps,
         kernel_release: kernel_release(),
         image_version: &manifest.version,
-        image_sha256: root.sha256,
-        image_size: root.size,
-        image_origin: &root.origin,
-        image_copied: root.copied,
-        loop_device: &loopdev.path,
+        image_sha256: manifest.image.sha256,
+        image_size: manifest.image.size,
+        image_origin: root.origin(),
+        image_copied: root.copied_to_ram(),
+        loop_device: root.loop_device(),
+        root_device: root.device(),
+        verity: root.verity(),
         modules: &loaded,
         lockdown: &lockdown,
         sysctls: &sysctls,

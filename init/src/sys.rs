@@ -1,7 +1,8 @@
 //! Every `unsafe` call basalt-init makes, each behind a small safe wrapper.
 //!
 //! Most syscalls go through nix, which is safe; what is here is what nix does
-//! not wrap: the loop-device ioctls, BLKGETSIZE64 and sigtimedwait.
+//! not wrap: the loop-device and device-mapper ioctls, BLKGETSIZE64 and
+//! sigtimedwait.
 #![allow(unsafe_code)]
 
 use nix::sys::signal::Signal;
@@ -151,6 +152,35 @@ pub fn block_device_size(dev: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(size)
 }
 
+/// `_IOWR(DM_IOCTL, nr, struct dm_ioctl)` from <linux/dm-ioctl.h>: the
+/// device-mapper request numbers carry the 312-byte size of the header.
+const fn dm_request(nr: u8) -> libc::Ioctl {
+    const DM_IOCTL: u32 = 0xfd;
+    const IOC_READ_WRITE: u32 = 3 << 30;
+    let size = crate::verity::dm::DM_IOCTL_SIZE as u32;
+    (IOC_READ_WRITE | (size << 16) | (DM_IOCTL << 8) | nr as u32) as libc::Ioctl
+}
+
+/// `ioctl(control, DM_*, buf)` on /dev/mapper/control. `buf` is a whole
+/// request as verity::dm builds it: a `struct dm_ioctl` whose `data_size`
+/// is `buf.len()`, then its payload. The kernel writes its answer into the
+/// same buffer, never past `data_size`.
+pub fn dm_ioctl(control: BorrowedFd<'_>, nr: u8, buf: &mut [u8]) -> io::Result<()> {
+    let declared = buf
+        .get(12..16)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if buf.len() < crate::verity::dm::DM_IOCTL_SIZE || declared != Some(buf.len()) {
+        // The kernel trusts data_size for how much it may write back.
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: buf is a live, exclusively borrowed buffer of buf.len() bytes,
+    // and its data_size field (checked just above) tells the kernel exactly
+    // that length, so the kernel neither reads nor writes beyond it. The
+    // kernel copies the buffer in and out, so its alignment does not matter.
+    check(unsafe { libc::ioctl(control.as_raw_fd(), dm_request(nr), buf.as_mut_ptr()) })?;
+    Ok(())
+}
+
 /// `sigtimedwait(all signals, timeout)`. Returns the signal number, or `None`
 /// when the timeout passed first (or a stray EINTR woke us).
 pub fn wait_any_signal(timeout: Duration) -> Option<libc::c_int> {
@@ -189,12 +219,32 @@ pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn loop_config_matches_the_kernel_abi() {
         // <linux/loop.h>: loop_info64 is 232 bytes, loop_config 304.
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    #[test]
+    fn dm_request_numbers_match_the_kernel_header() {
+        // DM_VERSION and DM_TABLE_LOAD as the C preprocessor computes them.
+        assert_eq!(dm_request(0) as u32, 0xc138_fd00);
+        assert_eq!(dm_request(9) as u32, 0xc138_fd09);
+    }
+
+    #[test]
+    fn dm_ioctl_refuses_a_buffer_whose_size_field_lies() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let mut short = vec![0u8; 100];
+        let mut lying = vec![0u8; 400];
+        lying[12..16].copy_from_slice(&1000u32.to_ne_bytes());
+        for buf in [&mut short, &mut lying] {
+            let err = dm_ioctl(null.as_fd(), 0, buf).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        }
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub fn describe(inputs: &ManifestInputs) -> Result<Manifest, ManifestError> {
         image: ImageDigest { size, sha256 },
         modules,
         handoff: inputs.handoff.to_string(),
+        verity: None,
     })
 }
 
