@@ -24,7 +24,7 @@ mod programs;
 mod prov;
 mod script;
 pub mod signals;
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "the sys module holds all of this crate's unsafe code")]
 mod sys;
 mod vm;
 mod vm_config;
