@@ -18,7 +18,7 @@ use crate::boots::CMDLINE;
 use crate::cli::Paths;
 use crate::error::{io_err, BenchError};
 use crate::results::AgentRuns;
-use basalt_qemu::{Vm, VmConfig, DEFAULT_GUEST_CID};
+use basalt_qemu::{AccelChoice, Vm, VmConfig, DEFAULT_GUEST_CID};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -181,7 +181,7 @@ pub fn measure(
     dir: &Path,
     runs: usize,
     progress: &mut dyn FnMut(&str),
-) -> Result<AgentRuns, BenchError> {
+) -> Result<(AgentRuns, Option<AccelChoice>), BenchError> {
     let work = dir.join("agent");
     std::fs::create_dir_all(&work).map_err(io_err("create", &work))?;
     let config_path = work.join("config.json");
@@ -190,9 +190,10 @@ pub fn measure(
         method: METHOD.into(),
         ..AgentRuns::default()
     };
+    let mut accel = None;
     for run in 0..runs {
         let r = apply_once(i, &work, &config_path, run)?;
-        (out.accel, out.accel_reason) = (r.accel, r.accel_reason);
+        accel = Some(r.accel.clone());
         out.apply_to_exec_ms.push(r.apply_to_exec_ms);
         out.agent_hwm_kib.push(r.agent_hwm_kib);
         out.init_hwm_kib.push(r.init_hwm_kib);
@@ -213,13 +214,12 @@ pub fn measure(
             r.init_hwm_kib,
         ));
     }
-    Ok(out)
+    Ok((out, accel))
 }
 
 /// What one fresh node's apply gave.
 struct Applied {
-    accel: String,
-    accel_reason: String,
+    accel: AccelChoice,
     /// `basaltctl apply` returning, and the kubelet reported running.
     applied: Duration,
     end_to_end: Duration,
@@ -276,8 +276,7 @@ fn apply_once(i: &AgentInputs, work: &Path, config_path: &Path, run: usize) -> R
     let end_to_end = t0.elapsed();
     let need = |v: Option<f64>, what: &str| v.ok_or_else(|| fail(format!("status has no {what}")));
     Ok(Applied {
-        accel: vm.accel().accel.to_string(),
-        accel_reason: vm.accel().reason.clone(),
+        accel: vm.accel().clone(),
         applied,
         end_to_end,
         apply_to_exec_ms: need(figures.apply_to_exec_ms, "apply_to_exec_ms.kubelet")?,

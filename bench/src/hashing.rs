@@ -13,12 +13,15 @@ use crate::error::{io_err, BenchError};
 use crate::images::write_random_file;
 use basalt_common::hex;
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Serialised as the keys results.json uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tool {
     /// hash_stream with no copy: the initramfs path.
     Basalt,
@@ -26,6 +29,7 @@ pub enum Tool {
     BasaltCopy,
     Openssl,
     Sha256sum,
+    #[serde(rename = "busybox_sha256sum")]
     Busybox,
     /// `cp` into /dev/shm: the cost of moving the bytes, no hashing.
     Cp,
@@ -41,21 +45,6 @@ pub const TOOLS: [Tool; 6] = [
 ];
 
 impl Tool {
-    pub fn key(self) -> &'static str {
-        match self {
-            Tool::Basalt => "basalt",
-            Tool::BasaltCopy => "basalt_copy",
-            Tool::Openssl => "openssl",
-            Tool::Sha256sum => "sha256sum",
-            Tool::Busybox => "busybox_sha256sum",
-            Tool::Cp => "cp",
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Tool> {
-        TOOLS.into_iter().find(|t| t.key() == key)
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             Tool::Basalt => "basalt hash_stream (initramfs path)",
@@ -76,7 +65,7 @@ pub fn round_order(round: usize) -> Vec<Tool> {
 }
 
 /// Each tool's time in each round (seconds), in TOOLS order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HashRuns {
     pub bytes: u64,
     pub rounds: usize,

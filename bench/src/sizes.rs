@@ -3,7 +3,8 @@
 //! and the kernel modules it has to carry.
 
 use crate::error::{io_err, BenchError};
-use std::path::{Path, PathBuf};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// One member of a newc archive, as far as sizes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub fn list_newc(bytes: &[u8]) -> Result<Vec<Member>, String> {
 }
 
 /// Where an initramfs's bytes go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breakdown {
     pub total: u64,
     pub image: u64,
@@ -120,10 +121,9 @@ pub fn initramfs_breakdown(path: &Path) -> Result<Breakdown, BenchError> {
 }
 
 /// A binary's size as built and after `strip --strip-all`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinarySize {
     pub name: String,
-    pub path: PathBuf,
     pub as_built: u64,
     pub stripped: u64,
 }
@@ -138,7 +138,6 @@ pub fn binary_size(name: &str, path: &Path, scratch: &Path) -> Result<BinarySize
     let _ = std::fs::remove_file(&copy);
     Ok(BinarySize {
         name: name.to_string(),
-        path: path.to_path_buf(),
         as_built,
         stripped,
     })

@@ -239,10 +239,10 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
             Ok(inputs) => {
                 let t = Instant::now();
                 match agent::measure(&inputs, &dir, o.agent_runs, &mut |m| progress(m)) {
-                    Ok(runs) => {
-                        if raw.accel.is_empty() {
-                            raw.accel = runs.accel.clone();
-                            raw.accel_reason = runs.accel_reason.clone();
+                    Ok((runs, accel)) => {
+                        if let (true, Some(accel)) = (raw.accel.is_empty(), accel) {
+                            raw.accel = accel.accel.to_string();
+                            raw.accel_reason = accel.reason;
                         }
                         raw.agent = Some(runs);
                     }
@@ -409,22 +409,19 @@ fn measure_sizes(paths: &Paths, dir: &Path, raw: &mut Raw) -> Result<(), BenchEr
 /// `basalt-bench render`: the results files again, from a run's results.json.
 pub fn render(o: &RenderOptions) -> Result<(), BenchError> {
     let text = std::fs::read_to_string(&o.json).map_err(io_err("read", &o.json))?;
-    let parse = |why: String| BenchError::Parse {
+    let raw = report::load(&text).map_err(|why| BenchError::Parse {
         what: o.json.display().to_string(),
         why,
-    };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
-    write_results(&o.out, &crate::load::raw_from_json(&v).map_err(parse)?)
+    })?;
+    write_results(&o.out, &raw)
 }
 
 pub fn write_results(out: &Path, raw: &Raw) -> Result<(), BenchError> {
     std::fs::create_dir_all(out).map_err(io_err("create", out))?;
     let a = results::analyse(raw);
-    let mut json = serde_json::to_string_pretty(&report::json(raw, &a)).unwrap_or_default();
-    json.push('\n');
     let files = [
         ("results.md", report::markdown(raw, &a)),
-        ("results.json", json),
+        ("results.json", report::json(raw, &a)),
         ("timeline.svg", svg::timeline(&a, &raw.accel)),
         ("scaling.svg", svg::scaling(&a, &raw.accel)),
     ];

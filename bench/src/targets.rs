@@ -3,14 +3,17 @@
 //! missed, why and what would close it, from the measurements themselves.
 
 use crate::hashing::Tool;
-use crate::results::{Analysis, HashRow, Raw};
+use crate::results::{Analysis, Raw};
 use crate::stats::Summary;
+use serde::Serialize;
 
 /// Where a target stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Met,
     Missed,
+    #[serde(rename = "not measured")]
     NotMeasured,
 }
 
@@ -24,7 +27,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
     pub name: &'static str,
     pub goal: &'static str,
@@ -114,21 +117,17 @@ fn init_phase(raw: &Raw, a: &Analysis) -> Target {
     let measured: Vec<String> = a
         .comparisons
         .iter()
-        .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.mib))
+        .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.size.mib))
         .collect();
     Target::judged(name, goal, measured.join(", "), worst <= 0.25, || {
         init_phase_note(raw, a)
     })
 }
 
-fn find_hash(a: &Analysis, tool: Tool) -> Option<&HashRow> {
-    a.hash.iter().find(|r| r.tool == tool)
-}
-
 /// Hashing ≥ 0.95× openssl natively.
 fn hashing(raw: &Raw, a: &Analysis) -> Target {
     let (name, goal) = ("hashing vs openssl (native)", "≥ 0.95× openssl");
-    let (Some(b), Some(o)) = (find_hash(a, Tool::Basalt), find_hash(a, Tool::Openssl)) else {
+    let (Some(b), Some(o)) = (a.hash_of(Tool::Basalt), a.hash_of(Tool::Openssl)) else {
         return Target::not_measured(name, goal, "part 3 was not run");
     };
     let measured = format!("{:.2}× ({:.2} vs {:.2} GiB/s)", b.vs_openssl, b.gib_per_s, o.gib_per_s);
@@ -217,7 +216,7 @@ fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
         .iter()
         .find(|s| s.name == "manifest")
         .and_then(|s| s.per_size.first())
-        .map(|p| p.1.median);
+        .map(|p| p.duration_ms.median);
     let spawn = a.edges.as_ref().map(|e| e.spawn_to_handoff_ms.median);
     if let (Some(m), Some(sp)) = (manifest, spawn) {
         parts.push(format!(
@@ -239,17 +238,17 @@ fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
 
 /// Why the init phase is where it is against busybox, from the figures.
 fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
-    let Some(c) = a.comparisons.iter().max_by_key(|c| c.mib) else {
+    let Some(c) = a.comparisons.iter().max_by_key(|c| c.size.mib) else {
         return String::new();
     };
     let mut parts = Vec::new();
     if let (Some(bh), Some(bbh)) = (c.basalt_hash, c.busybox_hash) {
-        let mib = c.image_bytes as f64 / (1u64 << 20) as f64;
+        let mib = c.size.real_mib();
         let share = bh.median / c.basalt.median * 100.0;
         parts.push(format!(
             "at {} MiB hashing the image is {share:.0}% of basalt's phase: {:.0} ms for basalt ({:.0} MiB/s) \
              against {:.0} ms for busybox sha256sum ({:.0} MiB/s) in the guest under {}",
-            c.mib,
+            c.size.mib,
             bh.median,
             mib / (bh.median / 1e3),
             bbh.median,
@@ -269,7 +268,7 @@ fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
             );
         }
     }
-    if let (Some(b), Some(bb)) = (find_hash(a, Tool::Basalt), find_hash(a, Tool::Busybox)) {
+    if let (Some(b), Some(bb)) = (a.hash_of(Tool::Basalt), a.hash_of(Tool::Busybox)) {
         parts.push(format!(
             "natively basalt's routine hashes {:.1}× faster than busybox sha256sum (part 3), which a KVM guest \
              would keep",
@@ -296,7 +295,6 @@ mod tests {
         let mut r = sample_raw();
         let size = |name: &str, as_built, stripped| BinarySize {
             name: name.into(),
-            path: "/b".into(),
             as_built,
             stripped,
         };
@@ -358,8 +356,6 @@ mod tests {
             end_to_end_ms: vec![300.0],
             stages_ms: vec![("verify".into(), vec![15.0, 16.0, 17.0]), ("spawn".into(), vec![28.0])],
             method: String::new(),
-            accel: "tcg".into(),
-            accel_reason: String::new(),
         });
         assert_eq!(by_name(&r, "init peak RSS").status, Status::Met);
         assert_eq!(by_name(&r, "init peak RSS").measured, "1000 KiB (median of 3)");
