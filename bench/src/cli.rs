@@ -1,14 +1,14 @@
 #![cfg(feature = "host")]
 //! Arguments. `make bench` passes every path explicitly; the defaults are
-//! what the Makefile would pass. [`OPTIONS`] is the one list of options:
-//! which commands take each, and its help line.
+//! what the Makefile would pass. [`TAKES`] lists the options each command
+//! takes; [`USAGE`] says what they are.
 
 use crate::boots::Init;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-const COMMANDS: &str = "usage:
+pub const USAGE: &str = "usage:
   basalt-bench run --build DIR --handoff FILE --fragment FILE [options]
       runs the suite and writes results.md, results.json, timeline.svg and
       scaling.svg into --out (default: bench)
@@ -16,63 +16,41 @@ const COMMANDS: &str = "usage:
       builds one image and boots it once (for debugging the suite)
   basalt-bench render --json FILE [--out DIR]
       writes results.md, results.json, timeline.svg and scaling.svg again
-      from a run's results.json, booting nothing";
+      from a run's results.json, booting nothing
 
-const PATHS: &[&str] = &["run", "boot"];
-const RUN: &[&str] = &["run"];
+options:
+  --build DIR         make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)
+  --handoff FILE      the bench-handoff fixture (static, x86_64-unknown-linux-musl)
+  --fragment FILE     kernel-config/basalt.config
+  --modules-dir DIR   kernel modules (default: BUILD/kernel/modules)
+  --kconfig FILE      kernel config (default: BUILD/kernel/config)
+  --busybox FILE      a static busybox (default: /bin/busybox)
+  --init NAME         boot: basalt or busybox
+  --size MiB          boot: the image size (default: 64)
+  --json FILE         render: the results.json to read
+  --out DIR           where the results go (default: bench)
+  --runs N            boots per init per image size, alternating (default: 5, at least 5)
+  --scale-runs N      boots per extra size for the scaling curve (default: 3)
+  --hash-rounds N     rounds of the hashing comparison (default: 5)
+  --hash-mib N        size of the hashed file (default: 1024)
+  --agent-runs N      fresh nodes configured for parts 5 and 6 (default: 5)
+  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)";
 
-/// Every option: flag and value, the commands that take it, what it is.
-const OPTIONS: &[(&str, &[&str], &str)] = &[
+const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
+
+/// The options each command takes.
+const TAKES: [(&str, &[&str]); 4] = [
+    ("help", &[]),
     (
-        "--build DIR",
-        PATHS,
-        "make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)",
+        "run",
+        &[
+            PATHS,
+            "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --parts",
+        ],
     ),
-    (
-        "--handoff FILE",
-        PATHS,
-        "the bench-handoff fixture (static, x86_64-unknown-linux-musl)",
-    ),
-    ("--fragment FILE", PATHS, "kernel-config/basalt.config"),
-    (
-        "--modules-dir DIR",
-        PATHS,
-        "kernel modules (default: BUILD/kernel/modules)",
-    ),
-    ("--kconfig FILE", PATHS, "kernel config (default: BUILD/kernel/config)"),
-    ("--busybox FILE", PATHS, "a static busybox (default: /bin/busybox)"),
-    ("--init NAME", &["boot"], "basalt or busybox"),
-    ("--size MiB", &["boot"], "the image size (default: 64)"),
-    ("--json FILE", &["render"], "the results.json to render"),
-    ("--out DIR", &["run", "render"], "where the results go (default: bench)"),
-    (
-        "--runs N",
-        RUN,
-        "boots per init per image size, alternating (default: 5, at least 5)",
-    ),
-    (
-        "--scale-runs N",
-        RUN,
-        "boots per extra size for the scaling curve (default: 3)",
-    ),
-    ("--hash-rounds N", RUN, "rounds of the hashing comparison (default: 5)"),
-    ("--hash-mib N", RUN, "size of the hashed file (default: 1024)"),
-    (
-        "--agent-runs N",
-        RUN,
-        "fresh nodes configured for parts 5 and 6 (default: 5)",
-    ),
-    (
-        "--parts LIST",
-        RUN,
-        "comma-separated subset of: boot,hash,sizes,agent (default: all)",
-    ),
+    ("boot", &[PATHS, "--init --size"]),
+    ("render", &["--json --out"]),
 ];
-
-pub fn usage() -> String {
-    let options = OPTIONS.iter().map(|(flag, _, help)| format!("  {flag:<20}{help}"));
-    format!("{COMMANDS}\n\noptions:\n{}", options.collect::<Vec<_>>().join("\n"))
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -134,17 +112,14 @@ pub const MIN_RUNS: usize = 5;
 struct Flags(BTreeMap<String, String>);
 
 impl Flags {
-    fn parse(command: &str, args: &[String]) -> Result<Flags, String> {
+    fn parse(takes: &[&str], args: &[String]) -> Result<Flags, String> {
         let mut flags = BTreeMap::new();
         for pair in args.chunks(2) {
             let flag = &pair[0];
             if !flag.starts_with("--") {
                 return Err(format!("unexpected argument {flag:?}"));
             }
-            let takes = |&(f, commands, _): &(&str, &[&str], &str)| {
-                f.split(' ').next() == Some(flag.as_str()) && commands.contains(&command)
-            };
-            if !OPTIONS.iter().any(takes) {
+            if !takes.iter().any(|t| t.split(' ').any(|f| f == flag)) {
                 return Err(format!("unknown option {flag}"));
             }
             let value = pair.get(1).ok_or_else(|| format!("{flag} needs a value"))?;
@@ -234,10 +209,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let Some((command, rest)) = args.split_first() else {
         return Err("no command given".into());
     };
-    if !["help", "run", "boot", "render"].contains(&command.as_str()) {
+    let Some((_, takes)) = TAKES.iter().find(|(c, _)| c == command) else {
         return Err(format!("unknown command {command:?}"));
-    }
-    let flags = Flags::parse(command, rest)?;
+    };
+    let flags = Flags::parse(takes, rest)?;
     Ok(match command.as_str() {
         "run" => Command::Run(flags.run()?),
         "boot" => Command::Boot(flags.boot()?),
@@ -310,9 +285,9 @@ mod tests {
             out: "/o".into(),
         };
         assert_eq!(got, Command::Render(want));
-        // The help lists every option.
-        for (flag, _, _) in OPTIONS {
-            assert!(usage().contains(&format!("\n  {flag} ")), "{flag}");
+        // The help says what every option is.
+        for flag in TAKES.iter().flat_map(|(_, t)| t.iter().flat_map(|t| t.split(' '))) {
+            assert!(USAGE.contains(&format!("\n  {flag} ")), "{flag}");
         }
     }
 

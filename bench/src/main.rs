@@ -8,13 +8,13 @@ fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("basalt-bench: {e}\n\n{}", cli::usage());
+            eprintln!("basalt-bench: {e}\n\n{}", cli::USAGE);
             return ExitCode::from(2);
         }
     };
     let result = match command {
         Command::Help => {
-            println!("{}", cli::usage());
+            println!("{}", cli::USAGE);
             Ok(())
         }
         Command::Run(opts) => basalt_bench::suite::run(&opts),
