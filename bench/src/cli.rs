@@ -34,20 +34,17 @@ options:
   --hash-rounds N     rounds of the hashing comparison (default: 5)
   --hash-mib N        size of the hashed file (default: 1024)
   --agent-runs N      fresh nodes configured for parts 5 and 6 (default: 5)
-  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)";
+  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)
+  --sizes LIST        boot only these image sizes, MiB, of 64,256,512,1024 (default: all)";
 
 const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
+
+const RUN: &str = "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --parts --sizes";
 
 /// The options each command takes.
 const TAKES: [(&str, &[&str]); 4] = [
     ("help", &[]),
-    (
-        "run",
-        &[
-            PATHS,
-            "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --parts",
-        ],
-    ),
+    ("run", &[PATHS, RUN]),
     ("boot", &[PATHS, "--init --size"]),
     ("render", &["--json --out"]),
 ];
@@ -96,6 +93,8 @@ pub struct RunOptions {
     pub hash_mib: u64,
     pub agent_runs: usize,
     pub parts: Parts,
+    /// The image sizes to boot (MiB).
+    pub sizes: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +182,7 @@ impl Flags {
             hash_mib: self.number("--hash-mib", 1024)?,
             agent_runs: self.number("--agent-runs", 5)? as usize,
             parts: parse_parts(&self.get("--parts").unwrap_or("boot,hash,sizes,agent".into()))?,
+            sizes: parse_sizes(&self.get("--sizes").unwrap_or("64,256,512,1024".into()))?,
         })
     }
 
@@ -241,6 +241,17 @@ pub fn parse_parts(list: &str) -> Result<Parts, String> {
     })
 }
 
+pub fn parse_sizes(list: &str) -> Result<Vec<u64>, String> {
+    let sizes = list
+        .split(',')
+        .map(|s| s.trim().parse().ok().filter(|m| ALL_MIB.contains(m)));
+    let sizes: Option<Vec<u64>> = sizes.collect();
+    sizes.ok_or_else(|| format!("--sizes {list:?}: MiB, each one of 64, 256, 512, 1024"))
+}
+
+/// Every image size the suite boots.
+const ALL_MIB: [u64; 4] = [64, 256, 512, 1024];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,13 +274,15 @@ mod tests {
         assert_eq!(numbers, (5, 3, 5, 1024, 5));
         assert_eq!(o.out, PathBuf::from("bench"));
         assert_eq!(o.parts, parse_parts("boot,hash,sizes,agent").unwrap());
+        assert_eq!(o.sizes, [64, 256, 512, 1024]);
         assert!(o.parts.boot && o.parts.hash && o.parts.sizes && o.parts.agent);
 
-        let line = format!("run {BASE} --runs 7 --scale-runs 0 --parts hash,sizes --out /o --modules-dir /m");
+        let line =
+            format!("run {BASE} --runs 7 --scale-runs 0 --parts hash,sizes --out /o --modules-dir /m --sizes 64");
         let Command::Run(o) = parse(args(&line)).unwrap() else {
             panic!("not run")
         };
-        assert_eq!((o.runs, o.scale_runs), (7, 1));
+        assert_eq!((o.runs, o.scale_runs, o.sizes), (7, 1, vec![64]));
         assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.agent);
         assert_eq!((o.paths.modules_dir, o.out), (PathBuf::from("/m"), PathBuf::from("/o")));
     }
@@ -301,6 +314,10 @@ mod tests {
             (&format!("run {BASE} --runs x"), "--runs \"x\": not a whole number"),
             (&format!("run {BASE} --parts boot,cake"), "unknown part \"cake\""),
             (&format!("run {BASE} --parts ,"), "no part named"),
+            (
+                &format!("run {BASE} --sizes 64,100"),
+                "--sizes \"64,100\": MiB, each one of",
+            ),
             (&format!("run {BASE} --what 1"), "unknown option --what"),
             (&format!("run {BASE} --init basalt"), "unknown option --init"),
             (&format!("run {BASE} --out"), "--out needs a value"),

@@ -289,13 +289,20 @@ pub fn schedule(compare: &[u64], scale: &[u64], runs: usize, scale_runs: usize) 
 fn run_boots(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Result<(), BenchError> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io_err("create", &logs))?;
-    (raw.compare_mib, raw.scale_mib) = (COMPARE_MIB.to_vec(), SCALE_MIB.to_vec());
+    let chosen = |sizes: &[u64]| {
+        sizes
+            .iter()
+            .copied()
+            .filter(|m| o.sizes.contains(m))
+            .collect::<Vec<_>>()
+    };
+    (raw.compare_mib, raw.scale_mib) = (chosen(&COMPARE_MIB), chosen(&SCALE_MIB));
     progress("parts 1, 2, 7: staging the rootfs");
     let mut factory = ImageFactory::prepare(&o.paths, dir)?;
-    for &mib in COMPARE_MIB.iter().chain(&SCALE_MIB) {
-        factory.build(mib, COMPARE_MIB.contains(&mib))?;
+    for &mib in raw.compare_mib.iter().chain(&raw.scale_mib) {
+        factory.build(mib, raw.compare_mib.contains(&mib))?;
     }
-    let order = schedule(&COMPARE_MIB, &SCALE_MIB, o.runs, o.scale_runs);
+    let order = schedule(&raw.compare_mib, &raw.scale_mib, o.runs, o.scale_runs);
     for (done, &(mib, init, run)) in order.iter().enumerate() {
         let Some(image) = factory.built.iter().find(|i| i.nominal_mib == mib) else {
             continue;
