@@ -143,15 +143,16 @@ impl Flags {
             .ok_or_else(|| format!("{flag} is required"))
     }
 
-    /// A whole number, at least 1.
     fn number(&self, flag: &str, default: u64) -> Result<u64, String> {
         match self.get(flag) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map(|n: u64| n.max(1))
-                .map_err(|_| format!("{flag} {v:?}: not a whole number")),
+            Some(v) => v.parse().map_err(|_| format!("{flag} {v:?}: not a whole number")),
         }
+    }
+
+    /// A count of something the suite repeats: at least 1.
+    fn count(&self, flag: &str, default: u64) -> Result<usize, String> {
+        Ok(self.number(flag, default)?.max(1) as usize)
     }
 
     fn paths(&self) -> Result<Paths, String> {
@@ -177,10 +178,10 @@ impl Flags {
             paths: self.paths()?,
             out: self.path("--out", "bench"),
             runs,
-            scale_runs: self.number("--scale-runs", 3)? as usize,
-            hash_rounds: self.number("--hash-rounds", 5)? as usize,
-            hash_mib: self.number("--hash-mib", 1024)?,
-            agent_runs: self.number("--agent-runs", 5)? as usize,
+            scale_runs: self.count("--scale-runs", 3)?,
+            hash_rounds: self.count("--hash-rounds", 5)?,
+            hash_mib: self.count("--hash-mib", 1024)? as u64,
+            agent_runs: self.count("--agent-runs", 5)?,
             parts: parse_parts(&self.get("--parts").unwrap_or("boot,hash,sizes,agent".into()))?,
             sizes: parse_sizes(&self.get("--sizes").unwrap_or("64,256,512,1024".into()))?,
         })
@@ -311,6 +312,7 @@ mod tests {
             ("frob", "unknown command \"frob\""),
             ("run --handoff /h --fragment /f", "--build is required"),
             (&format!("run {BASE} --runs 3"), "at least 5"),
+            (&format!("run {BASE} --runs 0"), "--runs 0: at least 5"),
             (&format!("run {BASE} --runs x"), "--runs \"x\": not a whole number"),
             (&format!("run {BASE} --parts boot,cake"), "unknown part \"cake\""),
             (&format!("run {BASE} --parts ,"), "no part named"),
