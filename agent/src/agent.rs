@@ -78,12 +78,13 @@ impl Stages {
     }
 }
 
-/// Init's contract: SIGTERM powers off, SIGINT reboots. (`confirm` is
-/// never a shutdown: only reboot and poweroff reach `shutdown`.)
+/// Init's contract: SIGTERM powers off, SIGINT reboots. A reset of /var
+/// ends in a reboot. (`confirm` is never a shutdown: it never reaches
+/// `shutdown`.)
 fn init_signal(shutdown: CommandKind) -> Signal {
     match shutdown {
         CommandKind::Poweroff => Signal::SIGTERM,
-        CommandKind::Reboot | CommandKind::Confirm => Signal::SIGINT,
+        CommandKind::Reboot | CommandKind::ResetVar | CommandKind::Confirm => Signal::SIGINT,
     }
 }
 
@@ -368,6 +369,7 @@ impl Agent {
             Op::Confirm { envelope } => self.confirm(envelope, conn, received_ns),
             Op::Reboot { envelope } => self.command(CommandKind::Reboot, envelope, received_ns),
             Op::Poweroff { envelope } => self.command(CommandKind::Poweroff, envelope, received_ns),
+            Op::ResetVar { envelope } => self.command(CommandKind::ResetVar, envelope, received_ns),
         };
         match reply {
             Ok(result) => proto::ok_line(&req.id, result),
@@ -863,6 +865,15 @@ impl Agent {
         if let Some(shutdown) = self.shutdown {
             if !self.init_signalled && self.supervisor.all_stopped() {
                 self.init_signalled = true;
+                if shutdown == CommandKind::ResetVar {
+                    // Nothing runs now that could write /var; the next boot
+                    // applies the persisted config to an empty one.
+                    let var = self.settings.node_path("/var");
+                    match files::empty_dir(&var) {
+                        Ok(n) => log::warn!("reset: {n} entries removed from {}; rebooting", var.display()),
+                        Err(e) => log::error!("reset: {e}; rebooting with /var as it is"),
+                    }
+                }
                 let init = Pid::from_raw(self.settings.init_pid);
                 match kill(init, init_signal(shutdown)) {
                     Ok(()) => log::warn!(

@@ -154,6 +154,7 @@ impl SavedState {
             Some(v) => match json::as_str(v, "$.shutdown")? {
                 "poweroff" => Some(CommandKind::Poweroff),
                 "reboot" => Some(CommandKind::Reboot),
+                "reset-var" => Some(CommandKind::ResetVar),
                 other => return Err(JsonError::new("$.shutdown", format!("unknown shutdown {other:?}"))),
             },
         };

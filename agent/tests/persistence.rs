@@ -249,3 +249,29 @@ fn a_trial_reverts_unless_confirmed() {
     assert_eq!(s["config"]["generation"], 2, "{s}");
     assert_eq!(s["trial"], Value::Null);
 }
+
+/// `basaltctl reset --var`: a signed command that stops every service,
+/// empties /var and reboots; the persisted config applies again after it.
+#[test]
+fn reset_var_empties_var_and_reboots() {
+    let scratch_state = Scratch::new("persist-img");
+    let img = scratch_state.path.join("state.img");
+    std::fs::write(&img, []).unwrap();
+    let mut node = persistent_node("persist-reset", &img.display().to_string());
+    expect_ok(node.apply(&cfg(&node, 1)));
+    node.wait_running("svc");
+    std::fs::create_dir_all(node.root.join("var/lib/kubelet/pods")).unwrap();
+    std::fs::write(node.root.join("var/lib/kubelet/pods/state"), "old").unwrap();
+    let envelope = node.command(basalt_common::command::CommandKind::ResetVar);
+    let r = expect_ok(node.call("reset-var", serde_json::json!({"envelope": envelope.to_json()})));
+    assert_eq!(r["accepted"], "reset-var");
+    // The stand-in init gets SIGINT (reboot) once the services are down.
+    wait_child(&mut node.init, TIMEOUT).expect("init was signalled");
+    assert!(node.stderr().contains("entries removed from"), "{}", node.stderr());
+    let left: Vec<_> = std::fs::read_dir(node.root.join("var")).unwrap().collect();
+    assert!(left.is_empty(), "/var emptied: {left:?}");
+    // basaltctl insists on saying what is reset.
+    let (code, _, err) = node.ctl(&["reset", "--key", "/nonexistent"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("reset takes --var"), "{err}");
+}

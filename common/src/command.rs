@@ -1,4 +1,5 @@
-//! Signed commands: `reboot`, `poweroff`, and `confirm` (of a config on trial).
+//! Signed commands: `reboot`, `poweroff`, `reset-var` (empty /var, reboot),
+//! and `confirm` (of a config on trial).
 //!
 //! A command payload is bound to one node and to one challenge nonce that
 //! node handed out in a `status` response:
@@ -23,6 +24,8 @@ pub enum CommandKind {
     Reboot,
     Poweroff,
     Confirm,
+    /// Stop every service, empty /var, reboot: `basaltctl reset --var`.
+    ResetVar,
 }
 
 impl CommandKind {
@@ -31,6 +34,7 @@ impl CommandKind {
             CommandKind::Reboot => "reboot",
             CommandKind::Poweroff => "poweroff",
             CommandKind::Confirm => "confirm",
+            CommandKind::ResetVar => "reset-var",
         }
     }
 }
@@ -113,7 +117,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for kind in [CommandKind::Reboot, CommandKind::Poweroff, CommandKind::Confirm] {
+        for kind in [
+            CommandKind::Reboot,
+            CommandKind::Poweroff,
+            CommandKind::Confirm,
+            CommandKind::ResetVar,
+        ] {
             let cmd = Command {
                 kind,
                 node: "n1".into(),

@@ -262,6 +262,10 @@ pub enum Op {
     Poweroff {
         envelope: SignedEnvelope,
     },
+    /// Stops the services, empties /var and reboots (a signed command).
+    ResetVar {
+        envelope: SignedEnvelope,
+    },
 }
 
 impl Op {
@@ -273,6 +277,7 @@ impl Op {
             Op::Confirm { .. } => "confirm",
             Op::Reboot { .. } => "reboot",
             Op::Poweroff { .. } => "poweroff",
+            Op::ResetVar { .. } => "reset-var",
         }
     }
 }
@@ -379,9 +384,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "poweroff" => Op::Poweroff {
             envelope: envelope(&fields(&["envelope"])?)?,
         },
+        "reset-var" => Op::ResetVar {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
         other => {
             let message = format!(
-                "unknown op {:?} (known: status, logs, apply, confirm, reboot, poweroff)",
+                "unknown op {:?} (known: status, logs, apply, confirm, reboot, poweroff, reset-var)",
                 clip(other)
             );
             return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));

@@ -33,6 +33,7 @@ commands:
                                   send a signed config; with --try (60s, 5m) nothing is
                                   persisted and the node goes back after DURATION
   confirm --key KEY               signed: keep the config on trial (persist it)
+  reset --var --key KEY           signed: stop every service, empty /var, reboot
   status                          node state, services, versions
   node-id                         print the node id (for the config's \"node\")
   logs SOURCE [-n N] [-f]         a service's log, or \"agent\" / \"init\"
@@ -96,6 +97,8 @@ struct Opts {
     tail: Option<u64>,
     follow: bool,
     help: bool,
+    /// `reset --var`.
+    var: bool,
     /// `apply --try DURATION`: a trial of that many milliseconds.
     try_ms: Option<u64>,
     positional: Vec<String>,
@@ -118,6 +121,7 @@ fn parse(args: &[String]) -> Result<Opts, CliError> {
         match name {
             "--endpoint" | "-e" => o.endpoint = Some(value()?),
             "--json" => o.json = true,
+            "--var" => o.var = true,
             "--timeout" => {
                 let v = value()?;
                 let secs: f64 = v
@@ -250,6 +254,17 @@ fn dispatch(mut o: Opts, env_endpoint: Option<String>, out: &mut dyn Write) -> R
             let key = load_key(key_path(&o)?)?;
             let mut client = connect(&o, env_endpoint)?;
             let resp = signed_command(&mut client, &key, kind)?;
+            respond(&o, resp, out, render::command)
+        }
+        "reset" => {
+            if !(o.var && args.is_empty()) {
+                return Err(CliError::Usage(
+                    "reset takes --var --key KEY (/var is what it empties)".into(),
+                ));
+            }
+            let key = load_key(key_path(&o)?)?;
+            let mut client = connect(&o, env_endpoint)?;
+            let resp = signed_command(&mut client, &key, CommandKind::ResetVar)?;
             respond(&o, resp, out, render::command)
         }
         other => Err(CliError::Usage(format!("unknown command {other:?}"))),

@@ -98,7 +98,12 @@ fn check_payload(payload: &[u8]) {
             panic!("parse_config made a node-dependent decision: {e}")
         }
     }
-    let kinds = [CommandKind::Reboot, CommandKind::Poweroff, CommandKind::Confirm];
+    let kinds = [
+        CommandKind::Reboot,
+        CommandKind::Poweroff,
+        CommandKind::Confirm,
+        CommandKind::ResetVar,
+    ];
     for kind in kinds {
         if let Ok(cmd) = Command::parse(payload, kind) {
             assert_eq!(cmd.kind, kind);
