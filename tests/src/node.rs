@@ -12,7 +12,6 @@ use basaltctl::client::Client;
 use basaltctl::endpoint::Endpoint;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The agent's default vsock port, and the fixture's.
@@ -206,20 +205,13 @@ impl Node {
 }
 
 impl Node {
-    /// Boots `disk` under OVMF (the UKI's own command line) as node `id`,
-    /// with a provisioning socket and vsock, and waits for the agent.
-    /// `writable`: the guest's writes reach the disk file, so a second boot
-    /// of the same file sees them (a reboot: QEMU exits on the guest's
-    /// reboot, and the test boots the disk again); else they go to an overlay.
-    pub fn boot_uefi(build: &Build, name: &str, disk: &Path, writable: bool, id: &str) -> Node {
+    /// Boots `cfg`, a disk under OVMF ([`VmConfig::uefi`], the UKI's own
+    /// command line), as node `id` with a provisioning socket and vsock,
+    /// and waits for the agent.
+    pub fn boot_uefi(build: &Build, name: &str, cfg: VmConfig, id: &str) -> Node {
+        assert!(cfg.uefi.is_some(), "{name}: boot_uefi boots a VmConfig::uefi disk");
         let scratch = Scratch::new(name);
-        let mut cfg = VmConfig::uefi(disk)
-            .prov_socket(scratch.path("prov.sock"))
-            .vsock(4)
-            .uuid(id);
-        if let Some(uefi) = cfg.uefi.as_mut() {
-            uefi.writable = writable;
-        }
+        let cfg = cfg.prov_socket(scratch.path("prov.sock")).vsock(4).uuid(id);
         let vm = TestVm::boot(build, name, cfg);
         vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
         Node {
