@@ -4,7 +4,6 @@
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
 
-use crate::persist::device::{StateSource, DEFAULT_LABEL};
 use basalt_common::cmdline::{self, Param};
 use basalt_common::config::check_node_id;
 use std::path::{Path, PathBuf};
@@ -165,6 +164,53 @@ fn bad(option: &str, value: &str, why: &str) -> UsageError {
     }
 }
 
+/// Where the agent's records live, from `basalt.state=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSource {
+    /// The partition with this GPT name (default `STATE`).
+    PartLabel(String),
+    /// A device or file named outright.
+    Path(PathBuf),
+    /// No persistence: configs last until the next boot.
+    Disabled,
+}
+
+impl Default for StateSource {
+    fn default() -> Self {
+        StateSource::PartLabel(DEFAULT_LABEL.into())
+    }
+}
+
+pub const DEFAULT_LABEL: &str = "STATE";
+
+impl StateSource {
+    /// Reads a `basalt.state=` value: `none`, `partlabel:NAME`, or an absolute path.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value == "none" {
+            return Ok(StateSource::Disabled);
+        }
+        if let Some(label) = value.strip_prefix("partlabel:") {
+            let ok = !label.is_empty()
+                && label.len() <= 36
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            return if ok {
+                Ok(StateSource::PartLabel(label.into()))
+            } else {
+                Err(format!("partition name {label:?} must be 1 to 36 of A-Z a-z 0-9 - _ ."))
+            };
+        }
+        if value.starts_with('/') && !value.contains('\0') {
+            return Ok(StateSource::Path(value.into()));
+        }
+        Err(format!(
+            "{:?} is not none, partlabel:NAME or an absolute path",
+            basalt_common::text::clip(value)
+        ))
+    }
+}
+
 /// The `basalt.*` kernel command line keys the agent reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
@@ -240,6 +286,21 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_parse() {
+        let cases = [
+            ("none", Ok(StateSource::Disabled)),
+            ("partlabel:STATE", Ok(StateSource::PartLabel("STATE".into()))),
+            ("/dev/vdb", Ok(StateSource::Path("/dev/vdb".into()))),
+            ("partlabel:", Err(())),
+            ("partlabel:a b", Err(())),
+            ("vdb", Err(())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(StateSource::parse(text).map_err(|_| ()), want, "{text}");
+        }
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

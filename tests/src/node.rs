@@ -24,6 +24,10 @@ pub struct Node {
     pub vm: TestVm,
     pub id: String,
     pub key: SigningKey,
+    name: String,
+    initramfs: std::path::PathBuf,
+    cmdline: String,
+    boots: usize,
     /// Kept alive for the life of the VM: it holds the image.
     _scratch: Scratch,
 }
@@ -33,6 +37,11 @@ impl Node {
     /// agent), boots it with a provisioning socket and vsock, and waits for
     /// the agent to be ready.
     pub fn boot(build: &Build, name: &str, extra_cmdline: &str) -> Node {
+        Node::boot_with(build, name, extra_cmdline, &|cfg| cfg)
+    }
+
+    /// [`boot`](Self::boot), with `more` adding to the VM's config (disks, say).
+    pub fn boot_with(build: &Build, name: &str, extra_cmdline: &str, more: &dyn Fn(VmConfig) -> VmConfig) -> Node {
         let scratch = Scratch::new(name);
         let rootfs = test_rootfs(build, &scratch);
         let image = build_image(build, &rootfs, &scratch.0, &ImageOptions::default());
@@ -41,18 +50,52 @@ impl Node {
             std::process::id(),
             name.len() as u64 * 7919
         );
-        let cfg = TestVm::config(build, &image.initramfs, &format!("{AGENT_CMDLINE} {extra_cmdline}"))
-            .prov_socket(scratch.path("prov.sock"))
-            .vsock(4)
-            .uuid(id.clone());
-        let vm = TestVm::boot(build, name, cfg);
-        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
+        let vm = Node::start_vm(build, name, &image.initramfs, &cmdline, &scratch, &id, more);
         Node {
             vm,
             id,
             key: key_from(&build.path("keys/config.key")),
+            name: name.into(),
+            initramfs: image.initramfs.clone(),
+            cmdline,
+            boots: 1,
             _scratch: scratch,
         }
+    }
+
+    fn start_vm(
+        build: &Build,
+        name: &str,
+        initramfs: &std::path::Path,
+        cmdline: &str,
+        scratch: &Scratch,
+        id: &str,
+        more: &dyn Fn(VmConfig) -> VmConfig,
+    ) -> TestVm {
+        let cfg = TestVm::config(build, initramfs, cmdline)
+            .prov_socket(scratch.path("prov.sock"))
+            .vsock(4)
+            .uuid(id.to_string());
+        let vm = TestVm::boot(build, name, more(cfg));
+        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        vm
+    }
+
+    /// Boots the same image again, as the same node (after the last VM
+    /// exited, or was killed: a power cut), and waits for the agent.
+    pub fn boot_again(&mut self, build: &Build, more: &dyn Fn(VmConfig) -> VmConfig) {
+        self.boots += 1;
+        let name = format!("{}-boot{}", self.name, self.boots);
+        self.vm = Node::start_vm(
+            build,
+            &name,
+            &self.initramfs,
+            &self.cmdline,
+            &self._scratch,
+            &self.id,
+            more,
+        );
     }
 
     /// A client on the serial line. QEMU's chardev socket serves one client
@@ -207,7 +250,9 @@ impl Node {
 impl Node {
     /// Boots `cfg`, a disk under OVMF ([`VmConfig::uefi`], the UKI's own
     /// command line), as node `id` with a provisioning socket and vsock,
-    /// and waits for the agent.
+    /// and waits for the agent. Such a node reboots in place
+    /// ([`VmConfig::stay_on_reboot`]); [`boot_again`](Self::boot_again)
+    /// boots `Node::boot`'s kernel and initramfs, which it has not.
     pub fn boot_uefi(build: &Build, name: &str, cfg: VmConfig, id: &str) -> Node {
         assert!(cfg.uefi.is_some(), "{name}: boot_uefi boots a VmConfig::uefi disk");
         let scratch = Scratch::new(name);
@@ -218,6 +263,10 @@ impl Node {
             vm,
             id: id.to_string(),
             key: key_from(&build.path("keys/config.key")),
+            name: name.into(),
+            initramfs: std::path::PathBuf::new(),
+            cmdline: String::new(),
+            boots: 1,
             _scratch: scratch,
         }
     }

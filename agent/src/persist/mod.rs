@@ -12,8 +12,7 @@
 
 pub mod device;
 
-pub use device::StateSource;
-
+use crate::settings::StateSource;
 use basalt_common::state_record::{self, RecordError, Sealed, Slots, StateRecord, HEADER_LEN};
 use serde_json::{json, Value};
 use std::fs::File;
@@ -158,6 +157,14 @@ impl Store {
             .into_iter()
             .filter_map(|i| self.slots.read[i].clone().ok().map(|s| (i, s)))
             .collect()
+    }
+
+    /// Slots that hold something other than a record or nothing.
+    pub fn invalid_slots(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| matches!(s, SlotState::Invalid(why) if why != "empty"))
+            .count()
     }
 
     /// The agent applied the record in `slot`.
