@@ -7,6 +7,7 @@ use crate::*;
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::Response;
+use basalt_qemu::VmConfig;
 use basaltctl::client::Client;
 use basaltctl::endpoint::Endpoint;
 use serde_json::{json, Map, Value};
@@ -242,6 +243,31 @@ impl Node {
             hwm: field("hwm_kib"),
             anon: field("anon_kib"),
             file: field("file_kib"),
+        }
+    }
+}
+
+impl Node {
+    /// Boots `cfg`, a disk under OVMF ([`VmConfig::uefi`], the UKI's own
+    /// command line), as node `id` with a provisioning socket and vsock,
+    /// and waits for the agent. Such a node reboots in place
+    /// ([`VmConfig::stay_on_reboot`]); [`boot_again`](Self::boot_again)
+    /// boots `Node::boot`'s kernel and initramfs, which it has not.
+    pub fn boot_uefi(build: &Build, name: &str, cfg: VmConfig, id: &str) -> Node {
+        assert!(cfg.uefi.is_some(), "{name}: boot_uefi boots a VmConfig::uefi disk");
+        let scratch = Scratch::new(name);
+        let cfg = cfg.prov_socket(scratch.path("prov.sock")).vsock(4).uuid(id);
+        let vm = TestVm::boot(build, name, cfg);
+        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        Node {
+            vm,
+            id: id.to_string(),
+            key: key_from(&build.path("keys/config.key")),
+            name: name.into(),
+            initramfs: std::path::PathBuf::new(),
+            cmdline: String::new(),
+            boots: 1,
+            _scratch: scratch,
         }
     }
 }
