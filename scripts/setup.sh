@@ -21,6 +21,7 @@ want openssl openssl
 want file file
 want zstd zstd
 want veritysetup cryptsetup-bin
+want sfdisk fdisk
 # init's device-mapper layout test compiles against the kernel's header.
 [ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs="$need_pkgs linux-libc-dev"
 [ -f /usr/share/qemu/qboot.rom ] || need_pkgs="$need_pkgs qemu-system-data"

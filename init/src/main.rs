@@ -76,6 +76,16 @@ fn boot_node(boot: &mut Boot) -> ! {
             let root = boot.step("mount-root", || {
                 verity::mount_root(NEWROOT, &slot, &manifest.image, params.root, params.verify)
             });
+            // A block refused from here on is fatal as well (watch.rs).
+            let (on_error, delay) = (boot.on_error, boot.error_delay);
+            boot.step("verity-watch", || {
+                let watched = verity::watch::Watched {
+                    label: slot.partition.label.clone(),
+                    node: slot.partition.node.clone(),
+                    devname: format!("dm-{}", root.mapped.minor),
+                };
+                verity::watch::spawn(watched, on_error, delay)
+            });
             MountedRoot::Slot { slot, root }
         }
         // An image file: hashed whole (and copied into RAM if it is on a

@@ -38,7 +38,15 @@ enum Tamper {
     OtherKey,
     /// The partition ends one block before the manifest area would.
     Truncated,
+    /// One byte of a file that only the agent reads, after the handoff.
+    AfterBoot,
 }
+
+/// A file the agent reads at start (it tries every trusted key file) and
+/// nothing reads before the handoff. Random bytes: zstd leaves them as they
+/// are, so they can be found in the image.
+const JUNK_KEY: &str = "etc/basalt/trusted-keys/zz-junk.pub";
+const JUNK_LEN: usize = 16 * 1024;
 
 struct Disk {
     initramfs: PathBuf,
@@ -46,12 +54,19 @@ struct Disk {
     verity: Verity,
     /// The partition's size as the table says.
     partition_size: u64,
+    /// The data block flipped for [`Tamper::AfterBoot`].
+    after_boot_block: Option<u64>,
     _scratch: Scratch,
 }
 
 fn build_disk(build: &Build, name: &str, tamper: Tamper) -> Disk {
     let scratch = Scratch::new(name);
     let rootfs = test_rootfs(build, &scratch);
+    let mut junk = vec![0u8; JUNK_LEN];
+    basalt_common::splitmix::SplitMix64::new(11).fill(&mut junk);
+    if tamper == Tamper::AfterBoot {
+        std::fs::write(rootfs.join(JUNK_KEY), &junk).unwrap();
+    }
     let opts = ImageOptions {
         embed_image: false,
         ..Default::default()
@@ -89,10 +104,19 @@ fn build_disk(build: &Build, name: &str, tamper: Tamper) -> Disk {
     slot.resize((slot_size - AREA_SIZE) as usize, 0);
     slot.extend_from_slice(&encode_area(&json, &area_sig).unwrap());
     let area_at = (slot_size - AREA_SIZE) as usize;
+    let mut after_boot_block = None;
     match tamper {
         Tamper::ManifestByte => slot[area_at + 20 + json.len() / 2] ^= 0x01,
         Tamper::TreeByte => slot[verity.hash_offset as usize + 100] ^= 0x01,
         Tamper::DataByte => slot[1000] ^= 0x01,
+        Tamper::AfterBoot => {
+            let at = squashfs
+                .windows(64)
+                .position(|w| w == &junk[..64])
+                .expect("the random key file is stored as it is in the image");
+            slot[at + JUNK_LEN / 2] ^= 0x01;
+            after_boot_block = Some((at + JUNK_LEN / 2) as u64 / BLOCK_SIZE as u64);
+        }
         _ => {}
     }
     let partition_size = if tamper == Tamper::Truncated {
@@ -134,6 +158,7 @@ fn build_disk(build: &Build, name: &str, tamper: Tamper) -> Disk {
         disk,
         verity,
         partition_size,
+        after_boot_block,
         _scratch: scratch,
     }
 }
@@ -257,4 +282,34 @@ fn slot_refuses_a_flipped_data_byte_in_both_modes() {
             |_| format!("{MOUNT_EIO} (dm-verity: data block 0 is corrupted, at byte 0 of the partition)"),
         );
     }
+}
+
+/// A block first read after the handoff (by the agent) fails verity: the
+/// watcher in PID1 ends the boot as a boot-time failure would, naming the
+/// partition and the block.
+#[test]
+fn slot_corruption_after_boot_follows_on_error() {
+    let build = Build::from_env();
+    let name = "verity-after-boot";
+    let disk = build_disk(&build, name, Tamper::AfterBoot);
+    let block = disk.after_boot_block.unwrap();
+    let vm = boot(&build, name, &disk, "basalt.root=disk");
+    vm.expect("FATAL: step verity-watch", BOOT_TIMEOUT);
+    vm.expect_exit(Duration::from_secs(30));
+    let fatal = vm.lines_with("FATAL: step");
+    assert_eq!(fatal.len(), 1, "{name}: exactly one fatal line: {fatal:?}");
+    let want = format!(
+        "FATAL: step verity-watch: root slot ROOT-A ({NODE}): dm-verity refused data block {block} of dm-0 after boot"
+    );
+    assert!(
+        fatal[0].ends_with(&want),
+        "{name}: wanted {want:?}\n got {:?}",
+        fatal[0]
+    );
+    let console = vm.console();
+    assert!(
+        console.contains("handing off"),
+        "{name}: the corruption was meant to be read after the handoff"
+    );
+    assert!(console.contains("reboot: Power down"), "{name}: did not power off");
 }
