@@ -100,10 +100,12 @@ lint: setup
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Unit and host-level tests. basalt-qemu's own tests boot a busybox guest on
-# the kernel, so the kernel comes first.
+# the kernel, so the kernel comes first. docs_links, the one test of the
+# suite's crate that needs no VM, checks every relative link in the markdown.
 unit: kernel
 	BASALT_KERNEL=$(KERNEL) BASALT_KERNEL_MODULES=$(MODULES_DIR) \
 	    $(CARGO) test --locked --workspace --exclude basalt-tests
+	$(CARGO) test --locked -p basalt-tests --test docs_links
 
 # The QEMU suite: boots real images built from $(BUILD).
 vmtest: image

@@ -11,9 +11,9 @@ use crate::identity::NodeIdentity;
 use crate::logging::RateLimit;
 use crate::logs::{self, Echo};
 use crate::node_info;
-use crate::nonce::{self, NonceBook};
+use crate::nonce::{self, ConnId, NonceBook};
 use crate::settings::{BootParams, Settings};
-use crate::state::{self, SavedApply, SavedState};
+use crate::state::{self, SavedApply, SavedService, SavedState};
 use crate::supervisor::Supervisor;
 use basalt_common::command::{Command, CommandError, CommandKind};
 use basalt_common::config::{self, ApplyContext, Config, ConfigError};
@@ -21,6 +21,7 @@ use basalt_common::envelope::{SignedEnvelope, VerifyError};
 use basalt_common::json;
 use basalt_common::keys::PublicKey;
 use basalt_common::proto::{self, ErrorCode, Frame, Op, MAX_FRAME};
+use basalt_common::text::clip;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -135,7 +136,7 @@ impl Agent {
             echoes: Vec::new(),
             next_pump_ns: 0,
             shutdown: None,
-            rejections: RateLimit::new(20, 10),
+            rejections: RateLimit::new(20, 10, 4096, 1024),
             init_signalled: false,
             exit_when_stopped: false,
             state_dirty: false,
@@ -232,8 +233,8 @@ impl Agent {
         self.state_dirty = true;
     }
 
-    /// Answers one frame with one response line.
-    pub fn handle(&mut self, frame: Frame, received_ns: u64) -> Vec<u8> {
+    /// Answers one frame from connection `conn` with one response line.
+    pub fn handle(&mut self, frame: Frame, conn: ConnId, received_ns: u64) -> Vec<u8> {
         let line = match frame {
             Frame::TooLarge { len } => {
                 let msg = format!("request line of {len} bytes exceeds the {MAX_FRAME}-byte limit; discarded");
@@ -254,7 +255,7 @@ impl Agent {
         };
         let op = req.op.name();
         let reply = match req.op {
-            Op::Status => Ok(self.status(received_ns)),
+            Op::Status => Ok(self.status(conn, received_ns)),
             Op::Logs { source, tail, since } => self.logs(&source, tail, since),
             Op::Apply { envelope } => self.apply(envelope, received_ns),
             Op::Reboot { envelope } => self.command(CommandKind::Reboot, envelope, received_ns),
@@ -272,9 +273,11 @@ impl Agent {
         }
     }
 
-    /// Logs a refused request, at most 10 a second after a burst of 20.
+    /// Logs a refused request: after a burst of 20 lines or 4 KiB, at most
+    /// 10 lines and 1 KiB a second (a tenth of a 115200 baud console).
     fn log_rejection(&mut self, now: u64, line: std::fmt::Arguments) {
-        match self.rejections.admit(now) {
+        let line = line.to_string();
+        match self.rejections.admit(now, line.len()) {
             Some(0) => log::warn!("{line}"),
             Some(n) => log::warn!("{line} ({n} more rejected requests were not logged)"),
             None => {}
@@ -323,18 +326,52 @@ impl Agent {
         files::preflight(&self.settings.root, &config.files).map_err(file_error)?;
         stages.mark("validate");
 
-        // Nothing has changed yet. From here on: stage files, set the
-        // hostname, then rename the files into place.
+        // Nothing has changed yet. From here on each step undoes the ones
+        // before it if it fails: stage the files, rename them into place
+        // (keeping what they replace), set the hostname, record the new
+        // generation. Only then does anything start or stop.
         let staged = files::stage(&self.settings.root, &config.files).map_err(file_error)?;
+        let committed = staged.commit().map_err(file_error)?;
+        let old_hostname = self.current_hostname();
         if let Err(why) = self.set_hostname(&config.hostname) {
-            staged.abort();
+            committed.undo();
             return Err((ErrorCode::ApplyFailed, why));
         }
-        staged.commit().map_err(file_error)?;
         stages.mark("files");
-
-        let plan = self.supervisor.apply(&config.services, received_ns);
         let digest = envelope.digest();
+        let next = Applied {
+            config,
+            envelope,
+            digest,
+            key_id,
+            received_ns,
+            applied_unix: clock::unix_secs(),
+            stages: Vec::new(),
+        };
+        let services = self.supervisor.snapshot_after_apply(&next.config.services, received_ns);
+        let previous = (self.floor.replace(next.config.generation), self.applied.replace(next));
+        // Recorded before anything starts, so a crash from here on still
+        // knows the new generation; tick() starts the services and records
+        // their pids at once.
+        if let Err(why) = self.save_state_with(services) {
+            (self.floor, self.applied) = previous;
+            committed.undo();
+            if let Some(name) = old_hostname {
+                if let Err(e) = self.set_hostname(&name) {
+                    log::error!("cannot restore the hostname after a failed apply: {e}");
+                }
+            }
+            return Err((ErrorCode::ApplyFailed, format!("{why}; nothing was changed")));
+        }
+        committed.keep();
+        stages.mark("state");
+        let Some(applied) = self.applied.as_ref() else {
+            return Err((ErrorCode::Internal, "the applied config vanished".into()));
+        };
+        let config = &applied.config;
+        let digest = applied.digest.clone();
+        let key_id = applied.key_id.clone();
+        let plan = self.supervisor.apply(&config.services, received_ns);
         log::info!(
             "applied generation {} (config {}, signed by key {key_id}): start {:?}, restart {:?}, stop {:?}, unchanged {:?}",
             config.generation,
@@ -351,22 +388,7 @@ impl Agent {
             "node": node,
             "services": plan.to_json(),
         });
-        self.floor = Some(config.generation);
-        self.applied = Some(Applied {
-            config,
-            envelope,
-            digest,
-            key_id,
-            received_ns,
-            applied_unix: clock::unix_secs(),
-            stages: Vec::new(),
-        });
         self.sync_echoes();
-        // Recorded before anything starts, so a crash from here on still
-        // knows the new generation; tick() starts the services and records
-        // their pids at once.
-        self.save_state();
-        stages.mark("state");
         self.tick(clock::now_ns());
         stages.mark("spawn");
         log::info!("apply stages (ms): {}", Stages::to_json(&stages.done));
@@ -374,6 +396,14 @@ impl Agent {
             a.stages = stages.done;
         }
         Ok(result)
+    }
+
+    /// The hostname as it is now, to put back if an apply fails.
+    fn current_hostname(&self) -> Option<String> {
+        match &self.settings.hostname_file {
+            Some(path) => std::fs::read_to_string(path).ok().map(|s| s.trim_end().to_string()),
+            None => nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()),
+        }
     }
 
     fn set_hostname(&self, name: &str) -> Result<(), String> {
@@ -418,8 +448,11 @@ impl Agent {
         self.shutdown = Some(shutdown);
         self.supervisor.stop_all();
         // On record before the answer: an agent that dies from here on is
-        // restarted by init and finishes the shutdown (recover()).
-        self.save_state();
+        // restarted by init and finishes the shutdown (recover()). If the
+        // record cannot be written the shutdown still goes ahead in this
+        // agent (it is logged, and retried each tick); only a crash before
+        // it ends would lose it.
+        let _ = self.save_state();
         Ok(json!({"accepted": shutdown.as_str(), "stopping": stopping}))
     }
 
@@ -429,7 +462,10 @@ impl Agent {
         let not_found = || {
             (
                 ErrorCode::NotFound,
-                format!("no log named {source:?} (services, \"agent\" and \"init\" have logs)"),
+                format!(
+                    "no log named {:?} (services, \"agent\" and \"init\" have logs)",
+                    clip(source)
+                ),
             )
         };
         if !named_ok {
@@ -453,10 +489,15 @@ impl Agent {
         }))
     }
 
-    fn status(&mut self, now: u64) -> Value {
+    /// Connection `conn` closed: the nonces it was given move to the shared pool.
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        self.nonces.closed(conn);
+    }
+
+    fn status(&mut self, conn: ConnId, now: u64) -> Value {
         let nonce = nonce::fresh(&self.rng);
         if let Some(n) = &nonce {
-            self.nonces.issue(n.clone(), now);
+            self.nonces.issue(conn, n.clone(), now);
         }
         let boot = read_boot_report(&self.settings.boot_report());
         let state = match (&self.applied, self.supervisor.degraded()) {
@@ -538,7 +579,8 @@ impl Agent {
         self.supervisor.tick(now);
         // Straight after starts and stops, so the pids on record are current.
         if self.supervisor.take_changed() || self.state_dirty {
-            self.save_state();
+            // A failure is logged and leaves state_dirty set: the next tick retries.
+            let _ = self.save_state();
         }
         if now >= self.next_pump_ns {
             self.pump_logs();
@@ -605,7 +647,13 @@ impl Agent {
         }
     }
 
-    fn save_state(&mut self) {
+    /// Writes the state file. A failure is logged, and retried at the next
+    /// tick; the caller decides whether it may go on without it.
+    fn save_state(&mut self) -> Result<(), String> {
+        self.save_state_with(self.supervisor.snapshot())
+    }
+
+    fn save_state_with(&mut self, services: Vec<SavedService>) -> Result<(), String> {
         let saved = SavedState {
             floor: self.floor,
             applied: self.applied.as_ref().map(|a| SavedApply {
@@ -613,14 +661,22 @@ impl Agent {
                 received_ns: a.received_ns,
                 applied_unix: a.applied_unix,
             }),
-            services: self.supervisor.snapshot(),
+            services,
             shutdown: self.shutdown,
         };
         let bytes = serde_json::to_vec(&saved.to_json()).unwrap_or_default();
         let path = self.settings.state_file();
         match state::write_atomic(&path, &bytes, 0o600) {
-            Ok(()) => self.state_dirty = false,
-            Err(e) => log::error!("cannot save state to {}: {e}", path.display()),
+            Ok(()) => {
+                self.state_dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("cannot save state to {}: {e}", path.display());
+                log::error!("{why}");
+                self.state_dirty = true;
+                Err(why)
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use basalt_common::config::FileSpec;
 use nix::errno::Errno;
 use nix::fcntl::{renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
+use nix::unistd::linkat;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::CString;
 use std::io::Write;
@@ -232,17 +233,28 @@ fn stage_one(root: &OwnedFd, index: usize, file: &FileSpec) -> Result<StagedFile
 }
 
 impl Staged {
-    /// Renames every staged file into place.
-    pub fn commit(self) -> Result<(), FileError> {
-        for item in &self.items {
-            let dir = Some(item.dir.as_raw_fd());
-            renameat(dir, item.tmp.as_c_str(), dir, item.name.as_c_str()).map_err(|errno| FileError::Io {
-                path: item.path.clone(),
-                op: "rename into place",
-                errno,
-            })?;
+    /// Renames every staged file into place, keeping each file it replaces
+    /// under a backup name (a hard link, so the old file stays in place
+    /// until the rename swaps it). If any rename fails, the ones done are
+    /// undone and the remaining temporary files removed: the files are as
+    /// they were before.
+    pub fn commit(self) -> Result<Committed, FileError> {
+        let mut done = Committed { items: Vec::new() };
+        let mut items = self.items.into_iter();
+        while let Some(item) = items.next() {
+            match commit_one(&item) {
+                Ok(backup) => done.items.push(Replaced { item, backup }),
+                Err(e) => {
+                    Staged {
+                        items: std::iter::once(item).chain(items).collect(),
+                    }
+                    .abort();
+                    done.undo();
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Removes the staged files.
@@ -253,6 +265,78 @@ impl Staged {
                 item.tmp.as_c_str(),
                 UnlinkatFlags::NoRemoveDir,
             );
+        }
+    }
+}
+
+/// Links the file `item` replaces (if there is one) to a backup name, then
+/// renames the staged file over it. Returns the backup's name.
+fn commit_one(item: &StagedFile) -> Result<Option<CString>, FileError> {
+    let dir = Some(item.dir.as_raw_fd());
+    let io = |op, errno| FileError::Io {
+        path: item.path.clone(),
+        op,
+        errno,
+    };
+    let backup = backup_name(&item.tmp);
+    // Left over from an agent that died mid-apply with the same pid.
+    let _ = unlinkat(dir, backup.as_c_str(), UnlinkatFlags::NoRemoveDir);
+    let kept = match linkat(dir, item.name.as_c_str(), dir, backup.as_c_str(), AtFlags::empty()) {
+        Ok(()) => Some(backup),
+        Err(Errno::ENOENT) => None,
+        Err(e) => return Err(io("keep a copy of the file replaced at", e)),
+    };
+    if let Err(e) = renameat(dir, item.tmp.as_c_str(), dir, item.name.as_c_str()) {
+        if let Some(b) = &kept {
+            let _ = unlinkat(dir, b.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        return Err(io("rename into place", e));
+    }
+    Ok(kept)
+}
+
+fn backup_name(tmp: &CString) -> CString {
+    let text = tmp.to_string_lossy().replacen(".basalt-tmp.", ".basalt-old.", 1);
+    cstr(&text)
+}
+
+/// Files renamed into place, with what they replaced kept until the apply
+/// as a whole succeeds ([`keep`](Self::keep)) or fails ([`undo`](Self::undo)).
+#[derive(Debug)]
+pub struct Committed {
+    items: Vec<Replaced>,
+}
+
+#[derive(Debug)]
+struct Replaced {
+    item: StagedFile,
+    backup: Option<CString>,
+}
+
+impl Committed {
+    /// The apply succeeded: the backups go.
+    pub fn keep(self) {
+        for r in &self.items {
+            if let Some(b) = &r.backup {
+                let _ = unlinkat(Some(r.item.dir.as_raw_fd()), b.as_c_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+    }
+
+    /// The apply failed after the renames: each file goes back to what it
+    /// was (restored from its backup, or removed if it was new), newest
+    /// first. A step that fails here is logged; nothing else can be done.
+    pub fn undo(self) {
+        for r in self.items.iter().rev() {
+            let dir = Some(r.item.dir.as_raw_fd());
+            let name = r.item.name.as_c_str();
+            let result = match &r.backup {
+                Some(b) => renameat(dir, b.as_c_str(), dir, name),
+                None => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir),
+            };
+            if let Err(e) = result {
+                log::error!("cannot restore {} after a failed apply: {}", r.item.path, e.desc());
+            }
         }
     }
 }
@@ -289,7 +373,7 @@ mod tests {
             file("/var/lib/old", "new"),
         ];
         preflight(&r, &files).unwrap();
-        stage(&r, &files).unwrap().commit().unwrap();
+        stage(&r, &files).unwrap().commit().unwrap().keep();
         assert_eq!(
             std::fs::read_to_string(r.join("var/lib/kubelet/deep/config")).unwrap(),
             "hello"
@@ -303,6 +387,61 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".basalt-tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        let _ = std::fs::remove_dir_all(&r);
+    }
+
+    /// A rename that fails part way puts back every file already renamed:
+    /// replaced ones from their backups, new ones removed.
+    #[test]
+    fn a_failed_commit_restores_what_it_replaced() {
+        let r = root("rollback");
+        std::fs::write(r.join("var/lib/old"), "old").unwrap();
+        let files = [
+            file("/var/lib/old", "new"),
+            file("/var/lib/fresh", "fresh"),
+            file("/var/lib/blocked", "x"),
+            file("/var/lib/never", "y"),
+        ];
+        let staged = stage(&r, &files).unwrap();
+        // Something appears where the third file goes after staging: its
+        // commit fails (a directory can be neither linked nor replaced by a file).
+        std::fs::create_dir_all(r.join("var/lib/blocked/inside")).unwrap();
+        let err = staged.commit().unwrap_err();
+        assert!(
+            matches!(&err, FileError::Io { path, .. } if path == "/var/lib/blocked"),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_to_string(r.join("var/lib/old")).unwrap(), "old");
+        assert!(!r.join("var/lib/fresh").exists(), "a new file is removed again");
+        assert!(!r.join("var/lib/never").exists());
+        let mut names: Vec<String> = std::fs::read_dir(r.join("var/lib"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["blocked", "old"], "no temporary or backup file is left");
+        let _ = std::fs::remove_dir_all(&r);
+    }
+
+    /// After a commit, undo() puts the old files back; keep() drops the backups.
+    #[test]
+    fn undo_and_keep() {
+        let r = root("undo");
+        std::fs::write(r.join("var/lib/a"), "a0").unwrap();
+        let files = [file("/var/lib/a", "a1"), file("/var/lib/b", "b1")];
+        let done = stage(&r, &files).unwrap().commit().unwrap();
+        assert_eq!(std::fs::read_to_string(r.join("var/lib/a")).unwrap(), "a1");
+        done.undo();
+        assert_eq!(std::fs::read_to_string(r.join("var/lib/a")).unwrap(), "a0");
+        assert!(!r.join("var/lib/b").exists());
+        stage(&r, &files).unwrap().commit().unwrap().keep();
+        let names: Vec<String> = std::fs::read_dir(r.join("var/lib"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".basalt"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(std::fs::read_to_string(r.join("var/lib/b")).unwrap(), "b1");
         let _ = std::fs::remove_dir_all(&r);
     }
 

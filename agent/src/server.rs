@@ -20,6 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, VsockAddr};
 use nix::sys::termios::{self, BaudRate, SetArg};
 use nix::unistd::Pid;
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,16 +29,32 @@ use std::path::{Path, PathBuf};
 const MAX_CONNS: usize = 16;
 /// A connection silent for this long is closed.
 const IDLE_NS: u64 = 600_000 * NS_PER_MS;
-/// Output a client has not read beyond this drops the connection.
-const MAX_PENDING_OUT: usize = 4 << 20;
-/// Bytes read from one channel per poll round.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one channel at a time. Bytes read but not yet answered
+/// wait in the connection's inbox, so this also bounds each inbox.
+const READ_CHUNK: usize = 16 * 1024;
+/// Unread output at which a connection's next request waits: nothing more
+/// is read from it, mid-batch included, until its client reads.
+const CONN_OUT_HIGH: usize = 256 * 1024;
+/// Unread output of all channels together above which only a channel with
+/// nothing unread is answered.
+const TOTAL_OUT_HIGH: usize = 1 << 20;
+/// Above this, nobody is answered until clients read (or are dropped).
+const TOTAL_OUT_MAX: usize = 3 << 20;
+/// Unfinished request lines held across all channels. Past it, the
+/// connection holding the most is closed (the serial line's is dropped).
+const TOTAL_IN_MAX: usize = 2 << 20;
+/// Output that nobody reads for this long: the connection is closed (the
+/// serial line's output is dropped), so a stalled client cannot hold the
+/// shared output budget.
+const STALL_NS: u64 = 10_000 * NS_PER_MS;
 /// Retry period for a serial port or vsock listener that could not be opened.
 const RETRY_NS: u64 = 2_000 * NS_PER_MS;
 /// A serial line cannot tell that its client went away, so an unfinished
 /// request that sees no new byte for this long is dropped: half a request
 /// from one client must not swallow the next client's first.
 const SERIAL_PARTIAL_NS: u64 = 2_000 * NS_PER_MS;
+/// The serial line's connection id (stream connections count from 1).
+const SERIAL_ID: u64 = 0;
 
 /// Why the agent could not set up its event loop.
 #[derive(Debug)]
@@ -74,9 +91,33 @@ struct Conn {
     label: String,
     fd: OwnedFd,
     reader: FrameReader,
-    out: Vec<u8>,
+    /// Bytes read but not yet fed to the reader: what follows a request
+    /// whose answer found the output budget full.
+    inbox: Vec<u8>,
+    /// Answers not yet written, oldest first (a queue of lines, so no
+    /// buffer doubles past what it holds).
+    out: VecDeque<Vec<u8>>,
+    out_len: usize,
     last_active_ns: u64,
+    /// When output last went out, or became pending.
+    last_progress_ns: u64,
     closed: bool,
+}
+
+/// The output budget as it stands, for one channel's turn.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    total_out: usize,
+}
+
+impl Budget {
+    /// May a channel holding `own` unread bytes have its next request answered?
+    fn admits(&self, own: usize) -> bool {
+        if self.total_out >= TOTAL_OUT_MAX {
+            return false;
+        }
+        own == 0 || (own < CONN_OUT_HIGH && self.total_out < TOTAL_OUT_HIGH)
+    }
 }
 
 impl Conn {
@@ -86,40 +127,96 @@ impl Conn {
             label,
             fd,
             reader: FrameReader::new(MAX_FRAME),
-            out: Vec::new(),
+            inbox: Vec::new(),
+            out: VecDeque::new(),
+            out_len: 0,
             last_active_ns: now,
+            last_progress_ns: now,
             closed: false,
         }
     }
 
-    /// Reads what is there, answers every complete frame. Returns false on
-    /// end of stream or error.
-    fn read_and_answer(&mut self, buf: &mut [u8], agent: &mut Agent, now: u64) -> bool {
-        match nix::unistd::read(self.fd.as_raw_fd(), buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.last_active_ns = now;
-                for frame in self.reader.feed(&buf[..n]) {
-                    let reply = agent.handle(frame, now);
-                    self.out.extend_from_slice(&reply);
-                }
-                true
-            }
-            Err(Errno::EAGAIN | Errno::EINTR) => true,
-            Err(e) => {
-                log::info!("{}: read failed: {}", self.label, e.desc());
+    /// Memory held for requests not yet answered.
+    fn held_in(&self) -> usize {
+        self.reader.capacity() + self.inbox.capacity()
+    }
+
+    /// True if the next read may happen: everything read so far is answered
+    /// and the budget lets this channel have more answers.
+    fn wants_read(&self, budget: Budget) -> bool {
+        self.inbox.is_empty() && budget.admits(self.out_len)
+    }
+
+    /// Reads what is there into the inbox. Returns false on end of stream
+    /// or error.
+    fn read(&mut self, now: u64) -> bool {
+        let mut buf = std::mem::take(&mut self.inbox);
+        buf.resize(READ_CHUNK, 0);
+        let ok = match nix::unistd::read(self.fd.as_raw_fd(), &mut buf) {
+            Ok(0) => {
+                buf.clear();
                 false
             }
+            Ok(n) => {
+                self.last_active_ns = now;
+                buf.truncate(n);
+                true
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {
+                buf.clear();
+                true
+            }
+            Err(e) => {
+                log::info!("{}: read failed: {}", self.label, e.desc());
+                buf.clear();
+                false
+            }
+        };
+        if buf.is_empty() {
+            buf = Vec::new();
+        }
+        self.inbox = buf;
+        ok
+    }
+
+    /// Answers the requests in the inbox, one at a time, for as long as the
+    /// budget admits another answer; the rest waits in the inbox.
+    fn answer(&mut self, agent: &mut Agent, budget: &mut Budget, now: u64) {
+        let mut used = 0;
+        while used < self.inbox.len() && budget.admits(self.out_len) {
+            let (n, frame) = self.reader.feed_one(&self.inbox[used..]);
+            used += n;
+            if let Some(frame) = frame {
+                let mut reply = agent.handle(frame, self.id, now);
+                reply.shrink_to_fit();
+                if self.out_len == 0 {
+                    self.last_progress_ns = now;
+                }
+                self.out_len += reply.len();
+                budget.total_out += reply.len();
+                self.out.push_back(reply);
+            }
+        }
+        self.inbox.drain(..used);
+        if self.inbox.is_empty() {
+            self.inbox = Vec::new();
         }
     }
 
     /// Writes as much pending output as the descriptor takes. Returns false
     /// if the peer is gone.
-    fn flush(&mut self) -> bool {
-        while !self.out.is_empty() {
-            match nix::unistd::write(&self.fd, &self.out) {
+    fn flush(&mut self, budget: &mut Budget, now: u64) -> bool {
+        while let Some(front) = self.out.front_mut() {
+            match nix::unistd::write(&self.fd, front) {
                 Ok(n) => {
-                    self.out.drain(..n);
+                    self.last_progress_ns = now;
+                    self.out_len -= n;
+                    budget.total_out -= n;
+                    if n == front.len() {
+                        self.out.pop_front();
+                    } else {
+                        front.drain(..n);
+                    }
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => continue,
@@ -129,10 +226,31 @@ impl Conn {
                 }
             }
         }
-        if self.out.capacity() > READ_CHUNK && self.out.is_empty() {
-            self.out = Vec::new();
-        }
         true
+    }
+
+    /// Pending output that has not moved for [`STALL_NS`].
+    fn stalled(&self, now: u64) -> bool {
+        self.out_len > 0 && now.saturating_sub(self.last_progress_ns) >= STALL_NS
+    }
+
+    fn drop_output(&mut self, budget: &mut Budget) -> usize {
+        let n = self.out_len;
+        budget.total_out -= n;
+        self.out.clear();
+        self.out_len = 0;
+        n
+    }
+
+    fn poll_flags(&self, budget: Budget) -> PollFlags {
+        let mut flags = PollFlags::empty();
+        if self.wants_read(budget) {
+            flags |= PollFlags::POLLIN;
+        }
+        if self.out_len > 0 {
+            flags |= PollFlags::POLLOUT;
+        }
+        flags
     }
 }
 
@@ -166,7 +284,6 @@ pub struct Server {
     vsock_retry_at_ns: u64,
     vsock_failing: bool,
     next_id: u64,
-    buf: Vec<u8>,
 }
 
 impl Server {
@@ -190,7 +307,6 @@ impl Server {
             vsock_retry_at_ns: 0,
             vsock_failing: false,
             next_id: 1,
-            buf: vec![0u8; READ_CHUNK],
         };
         if let Some(path) = unix {
             let fd = listen_unix(path).map_err(|err| ServerError::ListenUnix { path: path.into(), err })?;
@@ -212,7 +328,12 @@ impl Server {
                 match open_serial(&serial.path) {
                     Ok(fd) => {
                         log::info!("provisioning on serial {}", serial.path.display());
-                        serial.port = Some(Conn::new(0, format!("serial:{}", serial.path.display()), fd, now));
+                        serial.port = Some(Conn::new(
+                            SERIAL_ID,
+                            format!("serial:{}", serial.path.display()),
+                            fd,
+                            now,
+                        ));
                         serial.failing = false;
                     }
                     Err(e) => {
@@ -265,13 +386,55 @@ impl Server {
                 }
             }
         }
-        self.conns.retain(|c| {
-            let idle = now.saturating_sub(c.last_active_ns) > IDLE_NS;
-            if idle {
+        for c in self.conns.iter_mut().filter(|c| !c.closed) {
+            if now.saturating_sub(c.last_active_ns) > IDLE_NS {
                 log::info!("{}: closed after {} s idle", c.label, IDLE_NS / 1_000_000_000);
+                c.closed = true;
             }
-            !idle
-        });
+        }
+    }
+
+    /// Every channel's unread output, added up.
+    fn budget(&self) -> Budget {
+        let serial = self.serial.iter().filter_map(|s| s.port.as_ref());
+        Budget {
+            total_out: self.conns.iter().chain(serial).map(|c| c.out_len).sum(),
+        }
+    }
+
+    /// Holds unfinished requests to [`TOTAL_IN_MAX`] across all channels:
+    /// while they hold more, the channel holding the most loses its line
+    /// (a connection is closed; the serial line, which cannot be, drops it).
+    fn bound_input(&mut self) {
+        loop {
+            let serial = self.serial.iter().filter_map(|s| s.port.as_ref());
+            let open = self.conns.iter().filter(|c| !c.closed);
+            let held: usize = open.clone().chain(serial).map(Conn::held_in).sum();
+            if held <= TOTAL_IN_MAX {
+                return;
+            }
+            let biggest = self
+                .conns
+                .iter_mut()
+                .filter(|c| !c.closed)
+                .chain(self.serial.iter_mut().filter_map(|s| s.port.as_mut()))
+                .max_by_key(|c| c.reader.capacity());
+            let Some(c) = biggest else { return };
+            log::warn!(
+                "{}: unfinished requests of all channels hold {held} bytes, more than the {TOTAL_IN_MAX} allowed; \
+                 dropping this channel's {} bytes, the most",
+                c.label,
+                c.reader.buffered()
+            );
+            if c.id == SERIAL_ID {
+                c.reader.abandon();
+                c.inbox = Vec::new();
+            } else {
+                c.closed = true;
+                c.reader.abandon();
+                c.inbox = Vec::new();
+            }
+        }
     }
 
     fn next_wakeup(&self, now: u64) -> u64 {
@@ -300,10 +463,15 @@ impl Server {
                     return;
                 }
             };
-            if self.conns.len() >= MAX_CONNS {
-                if let Some(oldest) = (0..self.conns.len()).min_by_key(|&k| self.conns[k].last_active_ns) {
-                    let c = self.conns.remove(oldest);
+            if self.conns.iter().filter(|c| !c.closed).count() >= MAX_CONNS {
+                let oldest = self
+                    .conns
+                    .iter_mut()
+                    .filter(|c| !c.closed)
+                    .min_by_key(|c| c.last_active_ns);
+                if let Some(c) = oldest {
                     log::warn!("{}: closed to make room for a new connection", c.label);
+                    c.closed = true;
                 }
             }
             let id = self.next_id;
@@ -320,12 +488,14 @@ impl Server {
             .conns
             .iter_mut()
             .chain(self.serial.iter_mut().filter_map(|s| s.port.as_mut()));
+        let mut budget = Budget { total_out: 0 };
         for c in ports {
-            while !c.out.is_empty() && clock::now_ns() < deadline {
-                if !c.flush() {
+            budget.total_out = c.out_len;
+            while c.out_len > 0 && clock::now_ns() < deadline {
+                if !c.flush(&mut budget, clock::now_ns()) {
                     break;
                 }
-                if !c.out.is_empty() {
+                if c.out_len > 0 {
                     let mut fds = [PollFd::new(c.fd.as_fd(), PollFlags::POLLOUT)];
                     let _ = poll(&mut fds, PollTimeout::from(100u16));
                 }
@@ -391,6 +561,7 @@ pub fn run(agent: &mut Agent, server: &mut Server) {
         let timeout_ms = (wake.saturating_sub(now).div_ceil(NS_PER_MS)).min(1_000) as u16;
 
         let ready = {
+            let budget = server.budget();
             let mut tokens = Vec::new();
             let mut fds = Vec::new();
             let mut watch = |token, fd, flags| {
@@ -401,18 +572,11 @@ pub fn run(agent: &mut Agent, server: &mut Server) {
             for (i, l) in server.listeners.iter().enumerate() {
                 watch(Token::Listener(i), l.fd.as_fd(), PollFlags::POLLIN);
             }
-            let wants = |c: &Conn| {
-                if c.out.is_empty() {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::POLLIN | PollFlags::POLLOUT
-                }
-            };
-            for c in &server.conns {
-                watch(Token::Conn(c.id), c.fd.as_fd(), wants(c));
+            for c in server.conns.iter().filter(|c| !c.closed) {
+                watch(Token::Conn(c.id), c.fd.as_fd(), c.poll_flags(budget));
             }
             if let Some(port) = server.serial.as_ref().and_then(|s| s.port.as_ref()) {
-                watch(Token::Serial, port.fd.as_fd(), wants(port));
+                watch(Token::Serial, port.fd.as_fd(), port.poll_flags(budget));
             }
             for (pid, fd) in agent.supervisor().pidfds() {
                 watch(Token::Pidfd(pid), fd, PollFlags::POLLIN);
@@ -434,6 +598,7 @@ pub fn run(agent: &mut Agent, server: &mut Server) {
         };
 
         let now = clock::now_ns();
+        let mut budget = server.budget();
         for (token, events) in ready {
             match token {
                 Token::Signals => on_signals(server, agent, now),
@@ -442,33 +607,16 @@ pub fn run(agent: &mut Agent, server: &mut Server) {
                     let Some(c) = server.conns.iter_mut().find(|c| c.id == id) else {
                         continue;
                     };
-                    if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                        && !c.read_and_answer(&mut server.buf, agent, now)
-                    {
-                        c.closed = true;
-                    }
-                    if !c.flush() || c.out.len() > MAX_PENDING_OUT {
+                    if !serve(c, events, agent, &mut budget, now) {
                         c.closed = true;
                     }
                 }
                 Token::Serial => {
                     let Some(serial) = server.serial.as_mut() else { continue };
                     let Some(port) = serial.port.as_mut() else { continue };
-                    let mut ok = true;
-                    if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                        ok = port.read_and_answer(&mut server.buf, agent, now);
-                    }
-                    ok = ok && port.flush();
-                    if port.out.len() > MAX_PENDING_OUT {
-                        log::warn!(
-                            "{}: nobody is reading; dropped {} bytes of responses",
-                            port.label,
-                            port.out.len()
-                        );
-                        port.out.clear();
-                    }
-                    if !ok {
+                    if !serve(port, events, agent, &mut budget, now) {
                         log::warn!("{}: hung up; reopening in {} s", port.label, RETRY_NS / 1_000_000_000);
+                        budget.total_out -= port.out_len;
                         serial.port = None;
                         serial.retry_at_ns = now + RETRY_NS;
                     }
@@ -476,8 +624,49 @@ pub fn run(agent: &mut Agent, server: &mut Server) {
                 Token::Pidfd(pid) => agent.supervisor_mut().adopted_exited(pid, now),
             }
         }
-        server.conns.retain(|c| !c.closed);
+        // Requests left waiting for budget are answered as soon as it frees,
+        // whichever channel freed it.
+        let serial = server.serial.iter_mut().filter_map(|s| s.port.as_mut());
+        for c in server.conns.iter_mut().filter(|c| !c.closed).chain(serial) {
+            if !c.inbox.is_empty() {
+                c.answer(agent, &mut budget, now);
+            }
+            if c.stalled(now) {
+                let n = c.drop_output(&mut budget);
+                if c.id == SERIAL_ID {
+                    log::warn!("{}: nobody is reading; dropped {n} bytes of responses", c.label);
+                } else {
+                    log::warn!(
+                        "{}: closed: {n} bytes of responses unread for {} s",
+                        c.label,
+                        STALL_NS / 1_000_000_000
+                    );
+                    c.closed = true;
+                }
+            }
+        }
+        server.bound_input();
+        server.conns.retain(|c| {
+            if c.closed {
+                agent.connection_closed(c.id);
+            }
+            !c.closed
+        });
     }
+}
+
+/// One channel's turn: write what is pending, read if it may, answer what
+/// the budget admits, write again. Returns false if the peer is gone.
+fn serve(c: &mut Conn, events: PollFlags, agent: &mut Agent, budget: &mut Budget, now: u64) -> bool {
+    if !c.flush(budget, now) {
+        return false;
+    }
+    let readable = events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+    if readable && c.wants_read(*budget) && !c.read(now) {
+        return false;
+    }
+    c.answer(agent, budget, now);
+    c.flush(budget, now)
 }
 
 fn on_signals(server: &mut Server, agent: &mut Agent, now: u64) {

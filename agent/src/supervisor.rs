@@ -13,15 +13,20 @@
 //! Stops go one service at a time, in reverse start order: SIGTERM to the
 //! group, then SIGKILL after the service's `stop_timeout_ms`. Starts wait
 //! until every pending stop is done.
+//!
+//! Every effect on a process (spawn, signal, reap, pidfd) and the clock read
+//! at a start go through [`sys::Processes`], so the decisions here are unit
+//! tested against a fake in `supervisor/lifecycle_tests.rs`.
 
 use crate::clock::{self, NS_PER_MS};
 use crate::logs;
 use crate::state::{ExitKind, ExitRecord, SavedRun, SavedService};
-use crate::sys;
+use crate::sys::{self, Processes};
 use basalt_common::config::{RestartPolicy, ServiceSpec, DEFAULT_STOP_TIMEOUT_MS};
+use basalt_common::procfs;
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -145,8 +150,12 @@ impl Plan {
     }
 }
 
+/// The services and their processes. `P` is how processes are started,
+/// signalled and reaped: the node's own ([`sys::Os`]) or, in the unit
+/// tests, a fake (`supervisor/fake.rs`).
 #[derive(Debug)]
-pub struct Supervisor {
+pub struct Supervisor<P: Processes = sys::Os> {
+    procs: P,
     /// The applied config's services, in start order.
     services: Vec<Service>,
     /// Services to stop, first in front.
@@ -161,7 +170,14 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(log_dir: PathBuf, proc_dir: PathBuf) -> Self {
+        Supervisor::with_processes(sys::Os, log_dir, proc_dir)
+    }
+}
+
+impl<P: Processes> Supervisor<P> {
+    pub fn with_processes(procs: P, log_dir: PathBuf, proc_dir: PathBuf) -> Self {
         Supervisor {
+            procs,
             services: Vec::new(),
             retiring: VecDeque::new(),
             stopping_all: false,
@@ -258,7 +274,7 @@ impl Supervisor {
                         "stopping {name} (pid {}): SIGTERM, SIGKILL after {timeout} ms",
                         proc.pid
                     );
-                    signal_group(proc.pid, Signal::SIGTERM);
+                    signal_group(&mut self.procs, proc.pid, Signal::SIGTERM);
                     front.run = Run::Stopping {
                         proc,
                         deadline_ns: now + timeout * NS_PER_MS,
@@ -277,7 +293,7 @@ impl Supervisor {
                     }
                     if !*killed {
                         log::warn!("{name} (pid {}) did not stop in time: SIGKILL", proc.pid);
-                        signal_group(proc.pid, Signal::SIGKILL);
+                        signal_group(&mut self.procs, proc.pid, Signal::SIGKILL);
                         *killed = true;
                         *deadline_ns = now + KILL_GRACE_NS;
                         break;
@@ -325,8 +341,8 @@ impl Supervisor {
     fn start(&mut self, i: usize) {
         let s = &mut self.services[i];
         let attempt = if s.started_once { s.restarts + 1 } else { 0 };
-        let spawned = spawn(&s.spec, &self.log_dir, &self.proc_dir);
-        let now = clock::now_ns();
+        let spawned = spawn(&mut self.procs, &s.spec, &self.log_dir, &self.proc_dir);
+        let now = self.procs.now_ns();
         if s.started_once {
             s.restarts += 1;
         }
@@ -369,7 +385,7 @@ impl Supervisor {
     /// Reaps every child that exited.
     pub fn reap(&mut self, now: u64) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            match self.procs.try_reap() {
                 Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, ExitKind::Code(code), now),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => self.exited(pid, ExitKind::Signal(sig as i32), now),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
@@ -408,7 +424,7 @@ impl Supervisor {
             return;
         }
         // Whatever the service left behind in its process group goes with it.
-        signal_group(pid, Signal::SIGKILL);
+        signal_group(&mut self.procs, pid, Signal::SIGKILL);
         if let Some(i) = self.retiring.iter().position(|s| s.pid() == Some(pid)) {
             if let Some(s) = self.retiring.remove(i) {
                 log::info!("stopped {} (pid {pid}): {}", s.spec.name, kind.describe());
@@ -463,6 +479,24 @@ impl Supervisor {
     pub fn snapshot(&self) -> Vec<SavedService> {
         let current = self.services.iter().map(|s| save(s, false));
         current.chain(self.retiring.iter().map(|s| save(s, true))).collect()
+    }
+
+    /// What [`snapshot`](Self::snapshot) will say once [`apply`](Self::apply)
+    /// has planned `specs`, without planning them: the new generation goes on
+    /// record before anything changes, and if that record cannot be written
+    /// the services are as they were.
+    pub fn snapshot_after_apply(&self, specs: &[ServiceSpec], received_ns: u64) -> Vec<SavedService> {
+        let unchanged = |s: &&Service| specs.contains(&s.spec);
+        let current = specs
+            .iter()
+            .map(|spec| match self.services.iter().find(|s| s.spec == *spec) {
+                Some(s) => save(s, false),
+                None => save(&Service::new(spec.clone(), Some(received_ns)), false),
+            });
+        let newly_retiring = self.services.iter().filter(|s| !unchanged(s)).rev();
+        current
+            .chain(self.retiring.iter().chain(newly_retiring).map(|s| save(s, true)))
+            .collect()
     }
 
     /// Rebuilds the supervisor of an agent that restarted: `specs` are the
@@ -526,7 +560,7 @@ impl Supervisor {
 
     /// Takes over a process recorded by a previous agent if it is still the
     /// same process: same pid, same start time, not a zombie.
-    fn adopt(&self, old: &SavedService) -> Option<Proc> {
+    fn adopt(&mut self, old: &SavedService) -> Option<Proc> {
         let pid = Pid::from_raw(old.pid?);
         let starttime = old.starttime?;
         let alive = |pid| {
@@ -535,7 +569,7 @@ impl Supervisor {
         if !alive(pid) {
             return None;
         }
-        let pidfd = sys::pidfd_open(pid).ok()?;
+        let pidfd = self.procs.pidfd_open(pid).ok()?;
         // The pidfd names whatever process had the pid when it was opened;
         // checking again proves that is still the one recorded.
         if !alive(pid) {
@@ -583,8 +617,8 @@ fn ended(s: &mut Service, kind: ExitKind, ran_ms: u64, now: u64, stopping_all: b
     }
 }
 
-fn signal_group(pid: Pid, sig: Signal) {
-    match killpg(pid, sig) {
+fn signal_group(procs: &mut impl Processes, pid: Pid, sig: Signal) {
+    match procs.signal_group(pid, sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => log::warn!("cannot send {sig} to process group {pid}: {e}"),
     }
@@ -593,16 +627,22 @@ fn signal_group(pid: Pid, sig: Signal) {
 /// Starts a service: clean environment, stdin on /dev/null, stdout and
 /// stderr appended to its log, its own session. Returns once the program
 /// has been exec'd (std reports a failed exec as an error here).
-fn spawn(spec: &ServiceSpec, log_dir: &Path, proc_dir: &Path) -> Result<(Pid, Option<u64>), String> {
+fn spawn(
+    procs: &mut impl Processes,
+    spec: &ServiceSpec,
+    log_dir: &Path,
+    proc_dir: &Path,
+) -> Result<(Pid, Option<u64>), String> {
     let path = logs::log_path(log_dir, &spec.name);
     let out = logs::open_append(&path).map_err(|e| format!("cannot open log {}: {e}", path.display()))?;
     let env = service_env(&spec.env);
-    let pid = sys::spawn_service(&sys::SpawnSpec {
-        argv: &spec.exec,
-        env: &env,
-        output: out.as_fd(),
-    })
-    .map_err(|e| format!("{}: {e}", spec.exec[0]))?;
+    let pid = procs
+        .spawn(&sys::SpawnSpec {
+            argv: &spec.exec,
+            env: &env,
+            output: out.as_fd(),
+        })
+        .map_err(|e| format!("{}: {e}", spec.exec[0]))?;
     Ok((pid, read_stat(proc_dir, pid).map(|(_, t)| t)))
 }
 
@@ -618,18 +658,8 @@ fn service_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
 /// State letter and start time (field 22) of `/proc/<pid>/stat`.
 pub fn read_stat(proc_dir: &Path, pid: Pid) -> Option<(char, u64)> {
     let text = std::fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parses `/proc/<pid>/stat`. The command name is in parentheses and may
-/// itself hold spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_stat(text: &str) -> Option<(char, u64)> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); starttime is field 22.
-    let state = fields.first()?.chars().next()?;
-    let starttime = fields.get(22 - 3)?.parse().ok()?;
-    Some((state, starttime))
+    let stat = procfs::parse_stat(&text)?;
+    Some((stat.state, stat.starttime?))
 }
 
 fn save(s: &Service, retiring: bool) -> SavedService {
@@ -681,23 +711,13 @@ fn service_status(s: &Service, retiring: bool, now: u64) -> Value {
 }
 
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod lifecycle_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_stat_table() {
-        let tail = "S 1 100 100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000000 200";
-        let cases = [
-            (format!("123 (kubelet) {tail}"), Some(('S', 98765))),
-            (format!("123 (a b) (c)) {tail}"), Some(('S', 98765))),
-            ("123 (short) S 1 2".to_string(), None),
-            ("garbage".to_string(), None),
-            (format!("123 (z) {}", tail.replacen('S', "Z", 1)), Some(('Z', 98765))),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_stat(&text), want, "{text}");
-        }
-    }
 
     #[test]
     fn own_stat_parses() {
@@ -705,7 +725,7 @@ mod tests {
         let (state, start) = read_stat(Path::new("/proc"), me).unwrap();
         assert!(matches!(state, 'R' | 'S'), "{state}");
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert_eq!(parse_stat(&own).map(|(_, t)| t), Some(start));
+        assert_eq!(procfs::parse_stat(&own).and_then(|s| s.starttime), Some(start));
     }
 
     fn spec(name: &str, after: &[&str]) -> ServiceSpec {
@@ -746,6 +766,24 @@ mod tests {
         assert_eq!(retiring, ["c", "b"]);
         let names: Vec<&str> = sup.services.iter().map(|s| s.spec.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn snapshot_after_apply_is_what_apply_records() {
+        let mut b2 = spec("b", &["a"]);
+        b2.env.insert("X".into(), "1".into());
+        let configs = [
+            vec![spec("a", &[]), spec("b", &["a"]), spec("c", &[])],
+            vec![spec("a", &[]), b2, spec("d", &[])],
+            vec![],
+            vec![spec("c", &[]), spec("a", &[])],
+        ];
+        let mut sup = Supervisor::new(PathBuf::from("/nonexistent"), PathBuf::from("/proc"));
+        for (i, specs) in configs.iter().enumerate() {
+            let predicted = sup.snapshot_after_apply(specs, i as u64);
+            sup.apply(specs, i as u64);
+            assert_eq!(predicted, sup.snapshot(), "config {i}");
+        }
     }
 
     #[test]

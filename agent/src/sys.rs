@@ -3,10 +3,55 @@
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::signal::{killpg, Signal};
 use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Everything the supervisor does to processes, and the clock it reads when
+/// it records a start: the seam that lets its decisions (order, backoff,
+/// stops) be tested against a fake that records calls and scripts exits.
+/// [`Os`] is the real one.
+pub trait Processes {
+    /// Starts a service process; see [`spawn_service`].
+    fn spawn(&mut self, spec: &SpawnSpec) -> std::io::Result<Pid>;
+    /// `killpg(pgrp, sig)`: a service and whatever it left in its group.
+    fn signal_group(&mut self, pgrp: Pid, sig: Signal) -> nix::Result<()>;
+    /// `waitpid(-1, WNOHANG)`: one exited child, `StillAlive`, or ECHILD.
+    fn try_reap(&mut self) -> nix::Result<WaitStatus>;
+    /// [`pidfd_open`]: watches a process that is not our child.
+    fn pidfd_open(&mut self, pid: Pid) -> nix::Result<OwnedFd>;
+    /// CLOCK_MONOTONIC nanoseconds (see crate::clock).
+    fn now_ns(&self) -> u64;
+}
+
+/// The node's processes and clock.
+#[derive(Debug, Default)]
+pub struct Os;
+
+impl Processes for Os {
+    fn spawn(&mut self, spec: &SpawnSpec) -> std::io::Result<Pid> {
+        spawn_service(spec)
+    }
+
+    fn signal_group(&mut self, pgrp: Pid, sig: Signal) -> nix::Result<()> {
+        killpg(pgrp, sig)
+    }
+
+    fn try_reap(&mut self) -> nix::Result<WaitStatus> {
+        waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG))
+    }
+
+    fn pidfd_open(&mut self, pid: Pid) -> nix::Result<OwnedFd> {
+        pidfd_open(pid)
+    }
+
+    fn now_ns(&self) -> u64 {
+        crate::clock::now_ns()
+    }
+}
 
 /// `openat(dir, name, flags | O_CLOEXEC, mode)`, owning the new descriptor.
 pub fn openat(dir: BorrowedFd, name: &CStr, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {

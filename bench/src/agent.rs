@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Parts 5 and 6, through the agent, on the image `make image` built (the
 //! agent as handoff, the kubelet stand-in at /usr/bin/kubelet).
 //!
@@ -169,6 +170,11 @@ impl Ctl<'_> {
     }
 }
 
+const METHOD: &str =
+    "End to end is timed on the host from spawning `basaltctl apply CONFIG --key KEY` (which signs the \
+                      config, then sends it over vsock) to the first `basaltctl status` that reports the kubelet \
+                      running, polled back to back; every run is a first apply on a freshly booted node.";
+
 /// Boots `runs` fresh nodes and applies the bench config to each.
 pub fn measure(
     i: &AgentInputs,
@@ -181,75 +187,17 @@ pub fn measure(
     let config_path = work.join("config.json");
     std::fs::write(&config_path, bench_config(NODE)).map_err(io_err("write", &config_path))?;
     let mut out = AgentRuns {
-        method: "End to end is timed on the host from spawning `basaltctl apply CONFIG --key KEY` (which signs the \
-                 config, then sends it over vsock) to the first `basaltctl status` that reports the kubelet running, \
-                 polled back to back; every run is a first apply on a freshly booted node."
-            .into(),
+        method: METHOD.into(),
         ..AgentRuns::default()
     };
     for run in 0..runs {
-        let log = work.join(format!("agent-{run}.log"));
-        let _ = std::fs::remove_file(&log);
-        let cfg = VmConfig::new(&i.kernel)
-            .initrd(&i.initramfs)
-            .append(CMDLINE)
-            .append(&format!("basalt.node={NODE}"))
-            .vsock(DEFAULT_GUEST_CID)
-            .console_log(&log)
-            .work_dir(work.join(format!("vm-{run}")))
-            .accel_cache(&i.accel_cache);
-        let fail = |why: String| BenchError::Agent {
-            op: format!("agent run {}", run + 1),
-            why: format!("{why} (console: {})", log.display()),
-        };
-        let vm = Vm::start(cfg).map_err(|source| BenchError::Vm {
-            what: format!("boot {}", i.initramfs.display()),
-            source,
-        })?;
-        out.accel = vm.accel().accel.to_string();
-        out.accel_reason = vm.accel().reason.clone();
-        let uds = vm.vsock_uds_path().map(Path::to_path_buf).unwrap_or_default();
-        let ctl = Ctl {
-            program: &i.basaltctl,
-            endpoint: format!("vsock-uds:{}:{VSOCK_PORT}", uds.display()),
-        };
-        let up = Instant::now();
-        loop {
-            match ctl.status() {
-                Ok(_) => break,
-                Err(e) if up.elapsed() >= AGENT_UP => return Err(fail(format!("the agent never answered: {e}"))),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-            if vm.try_exit_status().ok().flatten().is_some() {
-                return Err(fail("the VM exited before the agent answered".into()));
-            }
-        }
-        let config = config_path.display().to_string();
-        let key = i.config_key.display().to_string();
-        let t0 = Instant::now();
-        ctl.run(&["apply", &config, "--key", &key]).map_err(fail)?;
-        let applied = t0.elapsed();
-        let figures = loop {
-            let f = ctl.status().map_err(fail)?;
-            if f.service_running {
-                break f;
-            }
-            if t0.elapsed() >= RUNNING {
-                return Err(fail(format!(
-                    "{SERVICE} not running {} s after the apply",
-                    RUNNING.as_secs()
-                )));
-            }
-        };
-        let e2e = t0.elapsed();
-        let need = |v: Option<f64>, what: &str| v.ok_or_else(|| fail(format!("status has no {what}")));
-        out.apply_to_exec_ms
-            .push(need(figures.apply_to_exec_ms, "apply_to_exec_ms.kubelet")?);
-        out.agent_hwm_kib
-            .push(need(figures.agent_hwm_kib, "agent_peak_rss_kib")?);
-        out.init_hwm_kib.push(need(figures.init_hwm_kib, "init_peak_rss_kib")?);
-        out.end_to_end_ms.push(e2e.as_secs_f64() * 1e3);
-        for (name, ms) in &figures.stages_ms {
+        let r = apply_once(i, &work, &config_path, run)?;
+        (out.accel, out.accel_reason) = (r.accel, r.accel_reason);
+        out.apply_to_exec_ms.push(r.apply_to_exec_ms);
+        out.agent_hwm_kib.push(r.agent_hwm_kib);
+        out.init_hwm_kib.push(r.init_hwm_kib);
+        out.end_to_end_ms.push(r.end_to_end.as_secs_f64() * 1e3);
+        for (name, ms) in &r.stages_ms {
             match out.stages_ms.iter_mut().find(|(n, _)| n == name) {
                 Some((_, v)) => v.push(*ms),
                 None => out.stages_ms.push((name.clone(), vec![*ms])),
@@ -258,15 +206,100 @@ pub fn measure(
         progress(&format!(
             "agent run {}/{runs}: apply returned in {:.0} ms, kubelet running after {:.0} ms; in the guest apply→exec {:.1} ms; VmHWM agent {} KiB, init {} KiB",
             run + 1,
-            applied.as_secs_f64() * 1e3,
-            e2e.as_secs_f64() * 1e3,
-            figures.apply_to_exec_ms.unwrap_or_default(),
-            figures.agent_hwm_kib.unwrap_or_default(),
-            figures.init_hwm_kib.unwrap_or_default(),
+            r.applied.as_secs_f64() * 1e3,
+            r.end_to_end.as_secs_f64() * 1e3,
+            r.apply_to_exec_ms,
+            r.agent_hwm_kib,
+            r.init_hwm_kib,
         ));
-        drop(vm);
     }
     Ok(out)
+}
+
+/// What one fresh node's apply gave.
+struct Applied {
+    accel: String,
+    accel_reason: String,
+    /// `basaltctl apply` returning, and the kubelet reported running.
+    applied: Duration,
+    end_to_end: Duration,
+    apply_to_exec_ms: f64,
+    agent_hwm_kib: f64,
+    init_hwm_kib: f64,
+    stages_ms: Vec<(String, f64)>,
+}
+
+/// Boots a fresh node, waits for its agent, applies the config and polls
+/// until the kubelet runs. The VM is stopped on return.
+fn apply_once(i: &AgentInputs, work: &Path, config_path: &Path, run: usize) -> Result<Applied, BenchError> {
+    let log = work.join(format!("agent-{run}.log"));
+    let _ = std::fs::remove_file(&log);
+    let cfg = VmConfig::new(&i.kernel)
+        .initrd(&i.initramfs)
+        .append(CMDLINE)
+        .append(&format!("basalt.node={NODE}"))
+        .vsock(DEFAULT_GUEST_CID)
+        .console_log(&log)
+        .work_dir(work.join(format!("vm-{run}")))
+        .accel_cache(&i.accel_cache);
+    let fail = |why: String| BenchError::Agent {
+        op: format!("agent run {}", run + 1),
+        why: format!("{why} (console: {})", log.display()),
+    };
+    let vm = Vm::start(cfg).map_err(|source| BenchError::Vm {
+        what: format!("boot {}", i.initramfs.display()),
+        source,
+    })?;
+    let uds = vm.vsock_uds_path().map(Path::to_path_buf).unwrap_or_default();
+    let ctl = Ctl {
+        program: &i.basaltctl,
+        endpoint: format!("vsock-uds:{}:{VSOCK_PORT}", uds.display()),
+    };
+    wait_for_agent(&vm, &ctl).map_err(fail)?;
+    let config = config_path.display().to_string();
+    let key = i.config_key.display().to_string();
+    let t0 = Instant::now();
+    ctl.run(&["apply", &config, "--key", &key]).map_err(fail)?;
+    let applied = t0.elapsed();
+    let figures = loop {
+        let f = ctl.status().map_err(fail)?;
+        if f.service_running {
+            break f;
+        }
+        if t0.elapsed() >= RUNNING {
+            return Err(fail(format!(
+                "{SERVICE} not running {} s after the apply",
+                RUNNING.as_secs()
+            )));
+        }
+    };
+    let end_to_end = t0.elapsed();
+    let need = |v: Option<f64>, what: &str| v.ok_or_else(|| fail(format!("status has no {what}")));
+    Ok(Applied {
+        accel: vm.accel().accel.to_string(),
+        accel_reason: vm.accel().reason.clone(),
+        applied,
+        end_to_end,
+        apply_to_exec_ms: need(figures.apply_to_exec_ms, "apply_to_exec_ms.kubelet")?,
+        agent_hwm_kib: need(figures.agent_hwm_kib, "agent_peak_rss_kib")?,
+        init_hwm_kib: need(figures.init_hwm_kib, "init_peak_rss_kib")?,
+        stages_ms: figures.stages_ms,
+    })
+}
+
+/// Polls `status` until the fresh node's agent answers.
+fn wait_for_agent(vm: &Vm, ctl: &Ctl) -> Result<(), String> {
+    let up = Instant::now();
+    loop {
+        match ctl.status() {
+            Ok(_) => return Ok(()),
+            Err(e) if up.elapsed() >= AGENT_UP => return Err(format!("the agent never answered: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+        if vm.try_exit_status().ok().flatten().is_some() {
+            return Err("the VM exited before the agent answered".into());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Booting an image once and reading what the fixture printed.
 
 use crate::error::BenchError;

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Arguments. `make bench` passes every path explicitly; the defaults are
 //! what the Makefile would pass.
 
@@ -11,6 +12,9 @@ pub const USAGE: &str = "usage:
       scaling.svg into --out (default: bench)
   basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB
       builds one image and boots it once (for debugging the suite)
+  basalt-bench render --json FILE [--out DIR]
+      writes results.md, results.json, timeline.svg and scaling.svg again
+      from a run's results.json, booting nothing
 
 options:
   --build DIR         make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)
@@ -32,6 +36,13 @@ pub enum Command {
     Help,
     Run(RunOptions),
     Boot(BootOptions),
+    Render(RenderOptions),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub json: PathBuf,
+    pub out: PathBuf,
 }
 
 /// The parts of the suite `--parts` selects.
@@ -53,6 +64,12 @@ impl Parts {
         hash: true,
         sizes: true,
         agent: true,
+    };
+    const NONE: Parts = Parts {
+        boot: false,
+        hash: false,
+        sizes: false,
+        agent: false,
     };
 }
 
@@ -136,6 +153,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             let size_mib = flags.number("--size", 64)?;
             Command::Boot(BootOptions { paths, init, size_mib })
         }
+        "render" => Command::Render(RenderOptions {
+            json: flags.required("--json")?.into(),
+            out: flags.take("--out").unwrap_or_else(|| "bench".into()).into(),
+        }),
         other => return Err(format!("unknown command {other:?}")),
     };
     flags.finish()?;
@@ -159,12 +180,7 @@ fn paths(flags: &mut Flags) -> Result<Paths, String> {
 }
 
 pub fn parse_parts(list: &str) -> Result<Parts, String> {
-    let mut parts = Parts {
-        boot: false,
-        hash: false,
-        sizes: false,
-        agent: false,
-    };
+    let mut parts = Parts::NONE;
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match name {
             "boot" => parts.boot = true,
@@ -174,14 +190,7 @@ pub fn parse_parts(list: &str) -> Result<Parts, String> {
             other => return Err(format!("--parts: unknown part {other:?} (boot, hash, sizes, agent)")),
         }
     }
-    if parts
-        == (Parts {
-            boot: false,
-            hash: false,
-            sizes: false,
-            agent: false,
-        })
-    {
+    if parts == Parts::NONE {
         return Err("--parts: no part named".into());
     }
     Ok(parts)
@@ -271,6 +280,12 @@ mod tests {
         let got = parse(args(&format!("boot {BASE} --init busybox --size 512"))).unwrap();
         let Command::Boot(o) = got else { panic!("not boot") };
         assert_eq!((o.init, o.size_mib), (Init::Busybox, 512));
+        let got = parse(args("render --json /r.json --out /o")).unwrap();
+        let want = RenderOptions {
+            json: "/r.json".into(),
+            out: "/o".into(),
+        };
+        assert_eq!(got, Command::Render(want));
     }
 
     #[test]
@@ -289,6 +304,7 @@ mod tests {
             (&format!("run {BASE} stray"), "unexpected argument \"stray\""),
             (&format!("boot {BASE} --init systemd"), "--init \"systemd\""),
             (&format!("boot {BASE}"), "--init is required"),
+            ("render --out /o", "--json is required"),
         ];
         for (line, needle) in cases {
             let err = parse(args(line)).unwrap_err();

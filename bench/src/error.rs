@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! One variant per operation of the suite that can fail, carrying what it
 //! failed on. Display is one line: what failed, on what, and why.
 

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Part 3: basalt-init's hash routine on the host, against openssl,
 //! coreutils sha256sum, busybox sha256sum and a plain copy into tmpfs.
 //!
@@ -51,6 +52,10 @@ impl Tool {
         }
     }
 
+    pub fn from_key(key: &str) -> Option<Tool> {
+        TOOLS.into_iter().find(|t| t.key() == key)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Tool::Basalt => "basalt hash_stream (initramfs path)",
@@ -70,12 +75,12 @@ pub fn round_order(round: usize) -> Vec<Tool> {
     order
 }
 
-/// Each tool's time in each round, in TOOLS order.
+/// Each tool's time in each round (seconds), in TOOLS order.
 #[derive(Debug, Clone)]
 pub struct HashRuns {
     pub bytes: u64,
     pub rounds: usize,
-    pub times: Vec<(Tool, Vec<Duration>)>,
+    pub times: Vec<(Tool, Vec<f64>)>,
     pub sha256: String,
     pub openssl_version: String,
     pub cpu: String,
@@ -107,13 +112,13 @@ pub fn run(plan: &HashPlan, progress: &mut dyn FnMut(&str)) -> Result<HashRuns, 
     // output is checked against in every round (the file is in RAM already).
     let (_, want) = time_tool(Tool::Basalt, plan)?;
     let want = want.unwrap_or_default();
-    let mut times: Vec<(Tool, Vec<Duration>)> = TOOLS.iter().map(|&t| (t, Vec::new())).collect();
+    let mut times: Vec<(Tool, Vec<f64>)> = TOOLS.iter().map(|&t| (t, Vec::new())).collect();
     for round in 0..plan.rounds {
         for tool in round_order(round) {
             let (took, got) = time_tool(tool, plan)?;
             check(tool, got.as_deref(), &want)?;
             if let Some((_, v)) = times.iter_mut().find(|(t, _)| *t == tool) {
-                v.push(took);
+                v.push(took.as_secs_f64());
             }
         }
         progress(&format!("hash round {}/{} done", round + 1, plan.rounds));

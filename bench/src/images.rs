@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! The images the boots compare: one padded root image per size, packed
 //! twice, once for basalt-init and once for the busybox baseline.
 //!

@@ -7,27 +7,19 @@
 
 pub mod line;
 
-#[cfg(feature = "host")]
+// The host side's modules each start `#![cfg(feature = "host")]`.
 pub mod agent;
-#[cfg(feature = "host")]
 pub mod boots;
-#[cfg(feature = "host")]
 pub mod cli;
-#[cfg(feature = "host")]
 pub mod error;
-#[cfg(feature = "host")]
 pub mod hashing;
-#[cfg(feature = "host")]
 pub mod images;
-#[cfg(feature = "host")]
+pub mod load;
 pub mod report;
-#[cfg(feature = "host")]
 pub mod results;
-#[cfg(feature = "host")]
 pub mod sizes;
-#[cfg(feature = "host")]
 pub mod stats;
-#[cfg(feature = "host")]
 pub mod suite;
-#[cfg(feature = "host")]
 pub mod svg;
+pub mod table;
+pub mod targets;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
         Command::Run(opts) => basalt_bench::suite::run(&opts),
         Command::Boot(opts) => basalt_bench::suite::boot_one(&opts),
+        Command::Render(opts) => basalt_bench::suite::render(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

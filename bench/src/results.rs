@@ -1,7 +1,8 @@
+#![cfg(feature = "host")]
 //! From raw measurements to the figures the suite reports: medians, ratios,
-//! per-step times, the scaling fit and where each target stands. Pure
-//! functions; `report.rs` renders the result as Markdown and JSON, `svg.rs`
-//! as pictures.
+//! per-step times and the scaling fit (`targets.rs` says where each target
+//! stands). Pure functions; `report.rs` renders the result as Markdown and
+//! JSON, `svg.rs` as pictures.
 
 use crate::boots::{BootOutcome, Init};
 use crate::hashing::{HashRuns, Tool};
@@ -52,7 +53,6 @@ pub struct Raw {
     /// CPUs the host has (for reading its load average).
     pub host_cpus: usize,
     pub guest_cpus: u32,
-    pub cmdline: String,
     pub kernel_release: String,
     pub qemu_version: String,
     /// Sizes compared against busybox (part 1), and the extra scaling sizes.
@@ -70,7 +70,7 @@ pub struct Raw {
     pub agent_missing: Option<String>,
     pub suite_seconds: f64,
     /// How long each part took, in the order they ran.
-    pub part_seconds: Vec<(&'static str, f64)>,
+    pub part_seconds: Vec<(String, f64)>,
 }
 
 /// The 1-minute load average from /proc/loadavg's text.
@@ -324,7 +324,7 @@ pub fn hash_rows(h: &HashRuns) -> Vec<HashRow> {
         h.times
             .iter()
             .find(|(t, _)| *t == tool)
-            .and_then(|(_, v)| Summary::of(&v.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()))
+            .and_then(|(_, v)| Summary::of(v))
     };
     let openssl = secs(Tool::Openssl).map(|s| gib / s.median);
     h.times
@@ -342,43 +342,6 @@ pub fn hash_rows(h: &HashRuns) -> Vec<HashRow> {
         .collect()
 }
 
-/// Where a target stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Met,
-    Missed,
-    NotMeasured,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Met => "met",
-            Status::Missed => "missed",
-            Status::NotMeasured => "not measured",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub name: &'static str,
-    pub goal: &'static str,
-    pub measured: String,
-    pub status: Status,
-    pub note: String,
-}
-
-fn status(met: bool) -> Status {
-    if met {
-        Status::Met
-    } else {
-        Status::Missed
-    }
-}
-
-const MIB_F: f64 = (1u64 << 20) as f64;
-
 /// Everything the reports show.
 #[derive(Debug, Clone)]
 pub struct Analysis {
@@ -388,7 +351,7 @@ pub struct Analysis {
     pub scaling: Scaling,
     pub hash: Vec<HashRow>,
     pub agent: Option<AgentSummary>,
-    pub targets: Vec<Target>,
+    pub targets: Vec<crate::targets::Target>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -426,268 +389,8 @@ pub fn analyse(raw: &Raw) -> Analysis {
         agent,
         targets: Vec::new(),
     };
-    a.targets = targets(raw, &a);
+    a.targets = crate::targets::targets(raw, &a);
     a
-}
-
-fn find_hash(a: &Analysis, tool: Tool) -> Option<&HashRow> {
-    a.hash.iter().find(|r| r.tool == tool)
-}
-
-/// Each target, with the figure that decides it and, where it is missed,
-/// why and what would close it, from the measurements themselves.
-pub fn targets(raw: &Raw, a: &Analysis) -> Vec<Target> {
-    let mut out = Vec::new();
-
-    // Init phase ≤ 0.25× busybox, at every size compared.
-    let t = if a.comparisons.is_empty() {
-        not_measured("init phase vs busybox", "≤ 0.25× busybox", "the boots were not run")
-    } else {
-        let worst = a.comparisons.iter().map(|c| c.ratio).fold(f64::MIN, f64::max);
-        let measured = a
-            .comparisons
-            .iter()
-            .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.mib))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let met = worst <= 0.25;
-        let note = if met { String::new() } else { init_phase_note(raw, a) };
-        Target {
-            name: "init phase vs busybox",
-            goal: "≤ 0.25× busybox",
-            measured,
-            status: status(met),
-            note,
-        }
-    };
-    out.push(t);
-
-    // Hashing ≥ 0.95× openssl natively.
-    out.push(match (find_hash(a, Tool::Basalt), find_hash(a, Tool::Openssl)) {
-        (Some(b), Some(o)) => {
-            let met = b.vs_openssl >= 0.95;
-            Target {
-                name: "hashing vs openssl (native)",
-                goal: "≥ 0.95× openssl",
-                measured: format!("{:.2}× ({:.2} vs {:.2} GiB/s)", b.vs_openssl, b.gib_per_s, o.gib_per_s),
-                status: status(met),
-                note: if met {
-                    String::new()
-                } else {
-                    format!(
-                        "basalt's routine (ring, {} KiB reads) reached {:.2} GiB/s against openssl's {:.2}; both use \
-                         the CPU's SHA extensions when it has them ({}), so the gap is the read size or the copy: \
-                         see the per-tool spread before changing CHUNK in init/src/digest.rs",
-                        basalt_init::digest::CHUNK / 1024,
-                        b.gib_per_s,
-                        o.gib_per_s,
-                        raw.hash.as_ref().map(|h| h.cpu.as_str()).unwrap_or("unknown CPU")
-                    )
-                },
-            }
-        }
-        _ => not_measured("hashing vs openssl (native)", "≥ 0.95× openssl", "part 3 was not run"),
-    });
-
-    // Sizes.
-    for (name, bin, goal, limit) in [
-        ("basalt-init size", "basalt-init", "≤ 1 MiB stripped", 1u64 << 20),
-        ("basalt-agent size", "basalt-agent", "≤ 2 MiB stripped", 2 << 20),
-    ] {
-        out.push(match raw.binaries.iter().find(|b| b.name == bin) {
-            Some(b) => {
-                let met = b.stripped <= limit;
-                Target {
-                    name,
-                    goal,
-                    measured: format!("{} KiB", b.stripped.div_ceil(1024)),
-                    status: status(met),
-                    note: if met {
-                        String::new()
-                    } else {
-                        format!(
-                            "{} KiB over; the largest contributors are found with `cargo bloat --release --target \
-                             x86_64-unknown-linux-musl -p {bin}`",
-                            (b.stripped - limit).div_ceil(1024)
-                        )
-                    },
-                }
-            }
-            None => not_measured(name, goal, &missing_why(raw, bin)),
-        });
-    }
-
-    // Memory and apply latency, through the agent.
-    let why = raw
-        .agent_missing
-        .clone()
-        .unwrap_or_else(|| "parts 5 and 6 were not run".into());
-    let agent = a.agent.as_ref();
-    for (name, goal, limit, value, unit) in [
-        (
-            "init peak RSS",
-            "≤ 2 MiB",
-            2048.0,
-            agent.and_then(|s| s.init_hwm_kib),
-            "KiB",
-        ),
-        (
-            "agent peak RSS",
-            "≤ 6 MiB",
-            6144.0,
-            agent.and_then(|s| s.agent_hwm_kib),
-            "KiB",
-        ),
-        (
-            "apply-to-exec in the guest",
-            "≤ 50 ms",
-            50.0,
-            agent.and_then(|s| s.apply_to_exec_ms),
-            "ms",
-        ),
-    ] {
-        out.push(match value {
-            Some(s) => {
-                let met = s.median <= limit;
-                Target {
-                    name,
-                    goal,
-                    measured: format!("{:.0} {unit} (median of {})", s.median, s.n),
-                    status: status(met),
-                    note: match (met, unit) {
-                        (true, _) => String::new(),
-                        (false, "ms") => apply_note(raw, a, s.median - limit),
-                        (false, _) => format!(
-                            "{:.0} {unit} over the target at the median; the per-run figures are in results.json",
-                            s.median - limit
-                        ),
-                    },
-                }
-            }
-            None => not_measured(name, goal, &why),
-        });
-    }
-    out
-}
-
-fn missing_why(raw: &Raw, bin: &str) -> String {
-    raw.binaries_missing
-        .iter()
-        .find(|(n, _)| n == bin)
-        .map(|(_, why)| why.clone())
-        .unwrap_or_else(|| "part 4 was not run".into())
-}
-
-fn not_measured(name: &'static str, goal: &'static str, why: &str) -> Target {
-    Target {
-        name,
-        goal,
-        measured: "—".into(),
-        status: Status::NotMeasured,
-        note: why.to_string(),
-    }
-}
-
-/// Why the apply is slower than the target, from figures measured in the
-/// same guests: what a signature check and a program start cost there.
-fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
-    let mut parts = vec![format!("{over:.0} ms over at the median")];
-    let mut stages: Vec<(String, f64)> = a
-        .agent
-        .as_ref()
-        .map(|s| s.stages_ms.iter().map(|(n, x)| (n.clone(), x.median)).collect())
-        .unwrap_or_default();
-    stages.sort_by(|x, y| y.1.total_cmp(&x.1));
-    if !stages.is_empty() {
-        let listed: Vec<String> = stages.iter().map(|(n, x)| format!("{n} {x:.1} ms")).collect();
-        parts.push(format!(
-            "the agent's own split of the apply, by median, is {}",
-            listed.join(", ")
-        ));
-    }
-    let manifest = a
-        .steps
-        .iter()
-        .find(|s| s.name == "manifest")
-        .and_then(|s| s.per_size.first())
-        .map(|p| p.1.median);
-    let spawn = a.edges.as_ref().map(|e| e.spawn_to_handoff_ms.median);
-    if let (Some(m), Some(sp)) = (manifest, spawn) {
-        parts.push(format!(
-            "for scale, in the same {} guests basalt-init's manifest step (reading and checking one Ed25519 \
-             signature) takes {m:.0} ms and starting its handoff program {sp:.0} ms (part 2)",
-            raw.accel.to_uppercase()
-        ));
-    }
-    if raw.accel == "tcg" {
-        parts.push(
-            "signature checks, hashing and process creation are all emulated here and take well under a \
-             millisecond each on KVM or hardware, so the first step to close it is the same measurement where \
-             KVM works (BASALT_ACCEL=kvm); if it still misses there, the largest stages above are where to cut"
-                .into(),
-        );
-    }
-    let mut note = parts.join("; ");
-    note.push('.');
-    capitalise(&note)
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().collect::<String>() + chars.as_str(),
-        None => String::new(),
-    }
-}
-
-/// Why the init phase is where it is against busybox, from the figures.
-fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
-    let Some(c) = a.comparisons.iter().max_by_key(|c| c.mib) else {
-        return String::new();
-    };
-    let mut parts = Vec::new();
-    if let (Some(bh), Some(bbh)) = (c.basalt_hash, c.busybox_hash) {
-        let mib = c.image_bytes as f64 / MIB_F;
-        let share = bh.median / c.basalt.median * 100.0;
-        parts.push(format!(
-            "at {} MiB hashing the image is {share:.0}% of basalt's phase: {:.0} ms for basalt ({:.0} MiB/s) \
-             against {:.0} ms for busybox sha256sum ({:.0} MiB/s) in the guest under {}",
-            c.mib,
-            bh.median,
-            mib / (bh.median / 1e3),
-            bbh.median,
-            mib / (bbh.median / 1e3),
-            raw.accel.to_uppercase()
-        ));
-        if let Some((rest_b, rest_bb)) = c.rest() {
-            parts.push(format!(
-                "everything else takes {rest_b:.0} ms (basalt) against {rest_bb:.0} ms (busybox)"
-            ));
-        }
-        if raw.accel == "tcg" {
-            parts.push(
-                "TCG offers the guest no SHA extensions and emulates vector code slowly, so every SHA-256 runs at \
-                 about the same speed and no init can be 4× faster while it reads the whole image"
-                    .into(),
-            );
-        }
-    }
-    if let (Some(b), Some(bb)) = (find_hash(a, Tool::Basalt), find_hash(a, Tool::Busybox)) {
-        parts.push(format!(
-            "natively basalt's routine hashes {:.1}× faster than busybox sha256sum (part 3), which a KVM guest \
-             would keep",
-            b.gib_per_s / bb.gib_per_s
-        ));
-    }
-    parts.push(
-        "what would close it on any accelerator: stop hashing the whole image before the mount, with dm-verity \
-         (a hash tree checked per block as it is read, its root hash in the signed manifest), which makes the \
-         phase independent of the image size"
-            .into(),
-    );
-    let mut note = parts.join("; ");
-    note.push('.');
-    capitalise(&note)
 }
 
 /// Made-up boots for the builders' tests.
@@ -776,7 +479,6 @@ pub mod tests_support {
 mod tests {
     use super::tests_support::sample_raw as raw;
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn load_averages() {
@@ -829,7 +531,7 @@ mod tests {
 
     #[test]
     fn hash_rows_against_openssl() {
-        let secs = |v: &[f64]| v.iter().map(|s| Duration::from_secs_f64(*s)).collect::<Vec<_>>();
+        let secs = |v: &[f64]| v.to_vec();
         let h = HashRuns {
             bytes: 1 << 30,
             rounds: 3,
@@ -847,102 +549,5 @@ mod tests {
         assert!((rows[0].gib_per_s - 1.0).abs() < 1e-9);
         assert!((rows[0].vs_openssl - 0.95).abs() < 1e-9);
         assert!((rows[2].gib_per_s - 2.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn targets_say_where_they_stand() {
-        let mut r = raw();
-        r.binaries = vec![
-            BinarySize {
-                name: "basalt-init".into(),
-                path: "/b/init".into(),
-                as_built: 900_000,
-                stripped: 800_000,
-            },
-            BinarySize {
-                name: "basalt-agent".into(),
-                path: "/b/agent".into(),
-                as_built: 3 << 20,
-                stripped: (2 << 20) + 10,
-            },
-        ];
-        r.agent_missing = Some("the agent is not ready".into());
-        let a = analyse(&r);
-        let by_name = |n: &str| a.targets.iter().find(|t| t.name == n).unwrap().clone();
-        let phase = by_name("init phase vs busybox");
-        assert_eq!(phase.status, Status::Missed);
-        assert_eq!(phase.measured, "1.01× at 64 MiB");
-        assert!(
-            phase
-                .note
-                .starts_with("At 64 MiB hashing the image is 78% of basalt's phase"),
-            "{}",
-            phase.note
-        );
-        assert!(
-            phase.note.contains("TCG offers the guest no SHA extensions"),
-            "{}",
-            phase.note
-        );
-        assert!(phase.note.contains("dm-verity"), "{}", phase.note);
-        assert_eq!(by_name("basalt-init size").status, Status::Met);
-        let agent = by_name("basalt-agent size");
-        assert_eq!((agent.status, agent.measured.as_str()), (Status::Missed, "2049 KiB"));
-        assert!(agent.note.starts_with("1 KiB over"));
-        let hash = by_name("hashing vs openssl (native)");
-        assert_eq!(
-            (hash.status, hash.note.as_str()),
-            (Status::NotMeasured, "part 3 was not run")
-        );
-        let rss = by_name("agent peak RSS");
-        assert_eq!(
-            (rss.status, rss.note.as_str()),
-            (Status::NotMeasured, "the agent is not ready")
-        );
-
-        r.agent = Some(AgentRuns {
-            init_hwm_kib: vec![900.0, 1000.0, 1100.0],
-            agent_hwm_kib: vec![7000.0],
-            apply_to_exec_ms: vec![20.0],
-            end_to_end_ms: vec![300.0],
-            stages_ms: vec![("verify".into(), vec![15.0, 16.0, 17.0]), ("spawn".into(), vec![28.0])],
-            method: String::new(),
-            accel: "tcg".into(),
-            accel_reason: String::new(),
-        });
-        let a = analyse(&r);
-        let by_name = |n: &str| a.targets.iter().find(|t| t.name == n).unwrap().clone();
-        assert_eq!(by_name("init peak RSS").status, Status::Met);
-        assert_eq!(by_name("init peak RSS").measured, "1000 KiB (median of 3)");
-        let agent_rss = by_name("agent peak RSS");
-        assert_eq!(agent_rss.status, Status::Missed);
-        assert!(
-            agent_rss.note.starts_with("856 KiB over the target"),
-            "{}",
-            agent_rss.note
-        );
-        assert_eq!(by_name("apply-to-exec in the guest").status, Status::Met);
-
-        r.agent.as_mut().unwrap().apply_to_exec_ms = vec![90.0, 100.0, 110.0];
-        let a = analyse(&r);
-        let apply = a
-            .targets
-            .iter()
-            .find(|t| t.name == "apply-to-exec in the guest")
-            .unwrap();
-        assert_eq!(apply.status, Status::Missed);
-        assert!(
-            apply.note.starts_with(
-                "50 ms over at the median; the agent's own split of the apply, by median, is spawn 28.0 ms, verify \
-                 16.0 ms; for scale, in the same TCG guests basalt-init's manifest step"
-            ),
-            "{}",
-            apply.note
-        );
-        assert!(
-            apply.note.contains("spawn") && apply.note.contains("BASALT_ACCEL=kvm"),
-            "{}",
-            apply.note
-        );
     }
 }

@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Part 4: binary sizes, and what the initramfs costs beyond the root image
 //! and the kernel modules it has to carry.
 

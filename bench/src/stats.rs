@@ -1,3 +1,4 @@
+#![cfg(feature = "host")]
 //! Medians and spreads. The machines are shared and noisy, so every figure
 //! the suite reports is a median, with the range it came from beside it.
 

@@ -1,9 +1,10 @@
+#![cfg(feature = "host")]
 //! The suite, in order: check inputs, build images, boot, hash, measure
 //! sizes, talk to the agent, write the results.
 
 use crate::agent;
 use crate::boots::{self, BootPlan, Booted, Init};
-use crate::cli::{BootOptions, Paths, RunOptions};
+use crate::cli::{BootOptions, Paths, RenderOptions, RunOptions};
 use crate::error::{io_err, BenchError};
 use crate::hashing::{self, HashPlan};
 use crate::images::{self, BuildInputs};
@@ -202,7 +203,7 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
         progress("part 4: sizes");
         let t = Instant::now();
         measure_sizes(&o.paths, &dir, &mut raw)?;
-        raw.part_seconds.push(("sizes", t.elapsed().as_secs_f64()));
+        raw.part_seconds.push(("sizes".into(), t.elapsed().as_secs_f64()));
     }
     if o.parts.hash {
         progress(&format!(
@@ -218,13 +219,13 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
         };
         let t = Instant::now();
         raw.hash = Some(hashing::run(&plan, &mut |m| progress(m))?);
-        raw.part_seconds.push(("hashing", t.elapsed().as_secs_f64()));
+        raw.part_seconds.push(("hashing".into(), t.elapsed().as_secs_f64()));
     }
     if o.parts.boot {
         check_inputs(&o.paths)?;
         let t = Instant::now();
         run_boots(o, &dir, &mut raw)?;
-        raw.part_seconds.push(("boots", t.elapsed().as_secs_f64()));
+        raw.part_seconds.push(("boots".into(), t.elapsed().as_secs_f64()));
     }
     // Parts 5 and 6 last. A failure there still writes everything else.
     let mut failure = None;
@@ -250,7 +251,7 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
                         failure = Some(e);
                     }
                 }
-                raw.part_seconds.push(("agent", t.elapsed().as_secs_f64()));
+                raw.part_seconds.push(("agent".into(), t.elapsed().as_secs_f64()));
             }
         }
     } else {
@@ -405,7 +406,18 @@ fn measure_sizes(paths: &Paths, dir: &Path, raw: &mut Raw) -> Result<(), BenchEr
     Ok(())
 }
 
-fn write_results(out: &Path, raw: &Raw) -> Result<(), BenchError> {
+/// `basalt-bench render`: the results files again, from a run's results.json.
+pub fn render(o: &RenderOptions) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(&o.json).map_err(io_err("read", &o.json))?;
+    let parse = |why: String| BenchError::Parse {
+        what: o.json.display().to_string(),
+        why,
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
+    write_results(&o.out, &crate::load::raw_from_json(&v).map_err(parse)?)
+}
+
+pub fn write_results(out: &Path, raw: &Raw) -> Result<(), BenchError> {
     std::fs::create_dir_all(out).map_err(io_err("create", out))?;
     let a = results::analyse(raw);
     let mut json = serde_json::to_string_pretty(&report::json(raw, &a)).unwrap_or_default();

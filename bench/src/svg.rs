@@ -1,9 +1,10 @@
+#![cfg(feature = "host")]
 //! timeline.svg and scaling.svg, written by hand: a bar per step of the
 //! PID1 phase, and the phase against the image size. Pure string builders;
 //! coordinates are rounded to 0.1 px so output changes only with the data.
 
-use crate::report::fmt_ms;
 use crate::results::{Analysis, Comparison, Edges, StepStats};
+use crate::table::fmt_ms;
 
 const WIDTH: f64 = 900.0;
 const LABEL_W: f64 = 190.0;
@@ -103,6 +104,39 @@ fn text(x: f64, y: f64, anchor: &str, extra: &str, body: &str) -> String {
     )
 }
 
+fn line(x1: f64, y1: f64, x2: f64, y2: f64, style: &str) -> String {
+    format!(
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" {style}/>\n",
+        r1(x1),
+        r1(y1),
+        r1(x2),
+        r1(y2)
+    )
+}
+
+/// 0, step, 2 × step, … up to `span`.
+fn ticks(span: f64, step: f64) -> Vec<f64> {
+    let (mut out, mut t) = (Vec::new(), 0.0);
+    while t <= span + 1e-9 {
+        out.push(t);
+        t += step;
+    }
+    out
+}
+
+/// The picture's frame and its bold title at `title_y`: `title`, then the
+/// accelerator in capitals and a closing parenthesis.
+fn page(height: f64, title_y: f64, title: &str, accel: &str) -> String {
+    let title = format!("{title}{})", accel.to_uppercase());
+    header(height) + &text(WIDTH / 2.0, title_y, "middle", " font-weight=\"bold\"", &title)
+}
+
+fn no_boots(y: f64) -> String {
+    text(WIDTH / 2.0, y, "middle", "", "no boots were run")
+}
+
+const AXIS: &str = "stroke=\"#333\"";
+
 /// Renders one panel per compared size: title, bars, axis.
 pub fn timeline(a: &Analysis, accel: &str) -> String {
     let panels: Vec<(&Comparison, Vec<Bar>)> = a
@@ -112,104 +146,74 @@ pub fn timeline(a: &Analysis, accel: &str) -> String {
         .collect();
     let panel_h = |bars: &[Bar]| 30.0 + bars.len() as f64 * ROW_H + 40.0;
     let height = 40.0 + panels.iter().map(|(_, b)| panel_h(b)).sum::<f64>().max(40.0);
-    let mut svg = header(height);
-    svg.push_str(&text(
-        WIDTH / 2.0,
+    let mut svg = page(
+        height,
         22.0,
-        "middle",
-        " font-weight=\"bold\"",
-        &format!(
-            "basalt-init PID1 phase, one bar per step (median of the runs, {})",
-            accel.to_uppercase()
-        ),
-    ));
+        "basalt-init PID1 phase, one bar per step (median of the runs, ",
+        accel,
+    );
     if panels.is_empty() {
-        svg.push_str(&text(WIDTH / 2.0, 60.0, "middle", "", "no boots were run"));
+        svg.push_str(&no_boots(60.0));
     }
     let mut y = 40.0;
-    let plot_w = WIDTH - LABEL_W - VALUE_W - 20.0;
     for (c, bars) in &panels {
-        let total = c
-            .basalt
-            .median
-            .max(bars.iter().map(|b| b.start + b.len).fold(0.0, f64::max));
-        let scale = if total > 0.0 { plot_w / total } else { 0.0 };
-        svg.push_str(&text(
-            10.0,
-            y + 16.0,
-            "start",
-            " font-weight=\"bold\"",
-            &format!(
-                "{} MiB image: PID1 phase {} ms (busybox {} ms)",
-                c.mib,
-                fmt_ms(c.basalt.median),
-                fmt_ms(c.busybox.median)
-            ),
-        ));
-        let top = y + 30.0;
-        for (i, b) in bars.iter().enumerate() {
-            let ry = top + i as f64 * ROW_H;
-            svg.push_str(&text(LABEL_W - 8.0, ry + 14.0, "end", "", &b.label));
-            let w = (b.len * scale).max(1.0);
-            svg.push_str(&format!(
-                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"/>\n",
-                r1(LABEL_W + b.start * scale),
-                r1(ry + 3.0),
-                r1(w),
-                r1(ROW_H - 6.0),
-                if b.edge { EDGE_BAR } else { BAR }
-            ));
-            svg.push_str(&text(
-                LABEL_W + b.start * scale + w + 6.0,
-                ry + 14.0,
-                "start",
-                "",
-                &format!("{} ms", fmt_ms(b.len)),
-            ));
-        }
-        let axis_y = top + bars.len() as f64 * ROW_H + 4.0;
-        svg.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#333\"/>\n",
-            r1(LABEL_W),
-            r1(axis_y),
-            r1(LABEL_W + plot_w),
-            r1(axis_y)
-        ));
-        let step = nice_step(total, 6);
-        let mut t = 0.0;
-        while t <= total + 1e-9 {
-            let x = LABEL_W + t * scale;
-            svg.push_str(&format!(
-                "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#333\"/>\n",
-                r1(x),
-                r1(axis_y),
-                r1(x),
-                r1(axis_y + 4.0)
-            ));
-            svg.push_str(&text(x, axis_y + 17.0, "middle", "", &tick_label(t, step)));
-            t += step;
-        }
-        svg.push_str(&text(
-            LABEL_W + plot_w,
-            axis_y + 32.0,
-            "end",
-            "",
-            "ms after the kernel's \"Run /init\"",
-        ));
+        svg.push_str(&panel(y, c, bars));
         y += panel_h(bars);
     }
     svg.push_str("</svg>\n");
     svg
 }
 
+/// One size's bars, from its top edge at `y`.
+fn panel(y: f64, c: &Comparison, bars: &[Bar]) -> String {
+    let plot_w = WIDTH - LABEL_W - VALUE_W - 20.0;
+    let total = c
+        .basalt
+        .median
+        .max(bars.iter().map(|b| b.start + b.len).fold(0.0, f64::max));
+    let scale = if total > 0.0 { plot_w / total } else { 0.0 };
+    let (b, bb) = (fmt_ms(c.basalt.median), fmt_ms(c.busybox.median));
+    let heading = format!("{} MiB image: PID1 phase {b} ms (busybox {bb} ms)", c.mib);
+    let mut svg = text(10.0, y + 16.0, "start", " font-weight=\"bold\"", &heading);
+    let top = y + 30.0;
+    for (i, b) in bars.iter().enumerate() {
+        let ry = top + i as f64 * ROW_H;
+        svg.push_str(&text(LABEL_W - 8.0, ry + 14.0, "end", "", &b.label));
+        let (x, w) = (LABEL_W + b.start * scale, (b.len * scale).max(1.0));
+        let fill = if b.edge { EDGE_BAR } else { BAR };
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"/>\n",
+            r1(x),
+            r1(ry + 3.0),
+            r1(w),
+            r1(ROW_H - 6.0)
+        ));
+        svg.push_str(&text(
+            x + w + 6.0,
+            ry + 14.0,
+            "start",
+            "",
+            &format!("{} ms", fmt_ms(b.len)),
+        ));
+    }
+    let axis_y = top + bars.len() as f64 * ROW_H + 4.0;
+    svg.push_str(&line(LABEL_W, axis_y, LABEL_W + plot_w, axis_y, AXIS));
+    let step = nice_step(total, 6);
+    for t in ticks(total, step) {
+        let x = LABEL_W + t * scale;
+        svg.push_str(&line(x, axis_y, x, axis_y + 4.0, AXIS));
+        svg.push_str(&text(x, axis_y + 17.0, "middle", "", &tick_label(t, step)));
+    }
+    let note = "ms after the kernel's \"Run /init\"";
+    svg.push_str(&text(LABEL_W + plot_w, axis_y + 32.0, "end", "", note));
+    svg
+}
+
 fn header(height: f64) -> String {
     format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" {FONT}>\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{h}\" viewBox=\"0 0 {WIDTH} {h}\" {FONT}>\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-        WIDTH,
-        r1(height),
-        WIDTH,
-        r1(height)
+        h = r1(height)
     )
 }
 
@@ -218,134 +222,142 @@ pub type Series = Vec<(f64, f64, f64, f64)>;
 
 pub fn scaling_series(a: &Analysis) -> (Series, Series) {
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
-    let phase = a
-        .scaling
-        .points
+    let points = &a.scaling.points;
+    let phase = points
         .iter()
         .map(|p| (mib(p.image_bytes), p.phase.median, p.phase.min, p.phase.max))
         .collect();
-    let verify = a
-        .scaling
-        .points
+    let verify = points
         .iter()
-        .filter_map(|p| {
-            let v = p.verify?;
-            Some((mib(p.image_bytes), v.median, v.min, v.max))
-        })
-        .collect();
-    (phase, verify)
+        .filter_map(|p| Some((mib(p.image_bytes), p.verify?.median, p.verify?.min, p.verify?.max)));
+    (phase, verify.collect())
+}
+
+/// The scaling chart's plot area and its scales, from data to pixels.
+struct Plot {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    span_x: f64,
+    span_y: f64,
+}
+
+impl Plot {
+    fn x(&self, x: f64) -> f64 {
+        self.left
+            + if self.span_x > 0.0 {
+                x / self.span_x * (self.right - self.left)
+            } else {
+                0.0
+            }
+    }
+
+    fn y(&self, y: f64) -> f64 {
+        self.bottom
+            - if self.span_y > 0.0 {
+                y / self.span_y * (self.bottom - self.top)
+            } else {
+                0.0
+            }
+    }
 }
 
 /// The PID1 phase and verify-image against image size, with min–max bars.
 pub fn scaling(a: &Analysis, accel: &str) -> String {
     let (phase, verify) = scaling_series(a);
     let height = 420.0;
-    let (left, right, top, bottom) = (80.0, WIDTH - 30.0, 50.0, height - 60.0);
+    let mut svg = page(height, 24.0, "basalt-init PID1 phase against root image size (", accel);
+    if phase.is_empty() {
+        svg.push_str(&no_boots(height / 2.0));
+        svg.push_str("</svg>\n");
+        return svg;
+    }
     let max_x = phase.iter().map(|p| p.0).fold(0.0, f64::max);
     let max_y = phase.iter().chain(&verify).map(|p| p.3).fold(0.0, f64::max);
     let (step_x, step_y) = (nice_step(max_x, 8), nice_step(max_y, 6));
     let (span_x, span_y) = ((max_x / step_x).ceil() * step_x, (max_y / step_y).ceil() * step_y);
-    let sx = |x: f64| left + if span_x > 0.0 { x / span_x * (right - left) } else { 0.0 };
-    let sy = |y: f64| bottom - if span_y > 0.0 { y / span_y * (bottom - top) } else { 0.0 };
+    let plot = Plot {
+        left: 80.0,
+        right: WIDTH - 30.0,
+        top: 50.0,
+        bottom: height - 60.0,
+        span_x,
+        span_y,
+    };
+    svg.push_str(&axes(&plot, step_x, step_y));
+    for (series, color, name) in [(&phase, BAR, "PID1 phase"), (&verify, SECOND, "verify-image step")] {
+        if !series.is_empty() {
+            let legend_y = plot.top + if name == "PID1 phase" { 10.0 } else { 28.0 };
+            svg.push_str(&plot_series(&plot, series, color, name, legend_y));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
 
-    let mut svg = header(height);
+/// The grid, the axes, their ticks and labels.
+fn axes(p: &Plot, step_x: f64, step_y: f64) -> String {
+    let mut svg = String::new();
+    for t in ticks(p.span_y, step_y) {
+        svg.push_str(&line(p.left, p.y(t), p.right, p.y(t), "stroke=\"#ddd\""));
+        svg.push_str(&text(p.left - 6.0, p.y(t) + 4.0, "end", "", &tick_label(t, step_y)));
+    }
+    for t in ticks(p.span_x, step_x) {
+        svg.push_str(&line(p.x(t), p.bottom, p.x(t), p.bottom + 4.0, AXIS));
+        svg.push_str(&text(p.x(t), p.bottom + 18.0, "middle", "", &tick_label(t, step_x)));
+    }
+    svg.push_str(&line(p.left, p.bottom, p.right, p.bottom, AXIS));
+    svg.push_str(&line(p.left, p.top, p.left, p.bottom, AXIS));
     svg.push_str(&text(
-        WIDTH / 2.0,
-        24.0,
-        "middle",
-        " font-weight=\"bold\"",
-        &format!(
-            "basalt-init PID1 phase against root image size ({})",
-            accel.to_uppercase()
-        ),
-    ));
-    if phase.is_empty() {
-        svg.push_str(&text(WIDTH / 2.0, height / 2.0, "middle", "", "no boots were run"));
-        svg.push_str("</svg>\n");
-        return svg;
-    }
-    // Grid and axes.
-    let mut t = 0.0;
-    while t <= span_y + 1e-9 {
-        svg.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>\n",
-            r1(left),
-            r1(sy(t)),
-            r1(right),
-            r1(sy(t))
-        ));
-        svg.push_str(&text(left - 6.0, sy(t) + 4.0, "end", "", &tick_label(t, step_y)));
-        t += step_y;
-    }
-    let mut t = 0.0;
-    while t <= span_x + 1e-9 {
-        svg.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#333\"/>\n",
-            r1(sx(t)),
-            r1(bottom),
-            r1(sx(t)),
-            r1(bottom + 4.0)
-        ));
-        svg.push_str(&text(sx(t), bottom + 18.0, "middle", "", &tick_label(t, step_x)));
-        t += step_x;
-    }
-    svg.push_str(&format!(
-        "<line x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#333\"/>\n<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\" stroke=\"#333\"/>\n",
-        l = r1(left),
-        r = r1(right),
-        t = r1(top),
-        b = r1(bottom)
-    ));
-    svg.push_str(&text(
-        (left + right) / 2.0,
-        bottom + 40.0,
+        (p.left + p.right) / 2.0,
+        p.bottom + 40.0,
         "middle",
         "",
         "root image size (MiB)",
     ));
+    let mid = r1((p.top + p.bottom) / 2.0);
     svg.push_str(&format!(
-        "<text x=\"20\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {})\">ms</text>\n",
-        r1((top + bottom) / 2.0),
-        r1((top + bottom) / 2.0)
+        "<text x=\"20\" y=\"{mid}\" text-anchor=\"middle\" transform=\"rotate(-90 20 {mid})\">ms</text>\n"
     ));
-    for (series, color, name) in [(&phase, BAR, "PID1 phase"), (&verify, SECOND, "verify-image step")] {
-        if series.is_empty() {
-            continue;
-        }
-        let points: Vec<String> = series
-            .iter()
-            .map(|p| format!("{},{}", r1(sx(p.0)), r1(sy(p.1))))
-            .collect();
-        svg.push_str(&format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
-            points.join(" ")
+    svg
+}
+
+/// One series: the line through the medians, a min–max bar and a dot per
+/// size, and its legend entry at `legend_y`.
+fn plot_series(p: &Plot, series: &Series, color: &str, name: &str, legend_y: f64) -> String {
+    let points: Vec<String> = series
+        .iter()
+        .map(|s| format!("{},{}", r1(p.x(s.0)), r1(p.y(s.1))))
+        .collect();
+    let mut svg = format!(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
+        points.join(" ")
+    );
+    for s in series {
+        svg.push_str(&line(
+            p.x(s.0),
+            p.y(s.2),
+            p.x(s.0),
+            p.y(s.3),
+            &format!("stroke=\"{color}\""),
         ));
-        for p in series.iter() {
-            svg.push_str(&format!(
-                "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"{color}\"/>\n<circle cx=\"{x}\" cy=\"{}\" r=\"3.5\" fill=\"{color}\"/>\n",
-                r1(sy(p.2)),
-                r1(sy(p.3)),
-                r1(sy(p.1)),
-                x = r1(sx(p.0)),
-            ));
-        }
-        let (lx, ly) = (left + 20.0, top + if name == "PID1 phase" { 10.0 } else { 28.0 });
         svg.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
-            r1(lx),
-            r1(ly),
-            r1(lx + 24.0),
-            r1(ly)
-        ));
-        svg.push_str(&text(
-            lx + 30.0,
-            ly + 4.0,
-            "start",
-            "",
-            &format!("{name} (median; bars: min–max)"),
+            "<circle cx=\"{}\" cy=\"{}\" r=\"3.5\" fill=\"{color}\"/>\n",
+            r1(p.x(s.0)),
+            r1(p.y(s.1))
         ));
     }
-    svg.push_str("</svg>\n");
+    let lx = p.left + 20.0;
+    let style = format!("stroke=\"{color}\" stroke-width=\"2\"");
+    svg.push_str(&line(lx, legend_y, lx + 24.0, legend_y, &style));
+    svg.push_str(&text(
+        lx + 30.0,
+        legend_y + 4.0,
+        "start",
+        "",
+        &format!("{name} (median; bars: min–max)"),
+    ));
     svg
 }
 

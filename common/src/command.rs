@@ -12,6 +12,7 @@
 
 use crate::envelope::payload_kind;
 use crate::json::{self, Fields, JsonError};
+use crate::text::clip;
 use serde_json::json;
 
 /// The only command payload version this build reads or writes.
@@ -55,7 +56,7 @@ impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CommandError::WrongKind { expected, found } => {
-                write!(f, "signed payload is of kind {found:?}, expected {expected:?}")
+                write!(f, "signed payload is of kind {:?}, expected {expected:?}", clip(found))
             }
             CommandError::Json(e) => write!(f, "command {e}"),
         }

@@ -22,6 +22,7 @@ use crate::b64;
 use crate::backoff::Backoff;
 use crate::envelope::payload_kind;
 use crate::json::{self, Fields, JsonError};
+use crate::text::clip;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -140,11 +141,11 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::WrongKind { found } => {
-                write!(f, "signed payload is of kind {found:?}, expected {KIND:?}")
+                write!(f, "signed payload is of kind {:?}, expected {KIND:?}", clip(found))
             }
             ConfigError::Invalid(e) => write!(f, "{e}"),
             ConfigError::WrongNode { config, node } => {
-                write!(f, "config is for node {config:?}, this node is {node:?}")
+                write!(f, "config is for node {:?}, this node is {node:?}", clip(config))
             }
             ConfigError::StaleGeneration { offered, applied } => write!(
                 f,
@@ -253,7 +254,7 @@ fn parse_files(items: &[Value], path: &str) -> Result<Vec<FileSpec>, JsonError> 
                 None
             };
             if let Some(how) = clash {
-                let what = format!("{file_path} is {how} {}", json::index(path, j));
+                let what = format!("{} is {how} {}", clip(file_path), json::index(path, j));
                 return Err(JsonError::new(f.path_of("path"), what));
             }
         }
@@ -298,26 +299,30 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
         return Err("path contains a NUL byte".into());
     }
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(format!("{path:?} is not an absolute path"));
+        return Err(format!("{:?} is not an absolute path", clip(path)));
     };
     let components: Vec<&str> = rest.split('/').collect();
     for c in &components {
         match *c {
-            "" => return Err(format!("{path:?} has an empty component (// or a trailing /)")),
-            "." | ".." => return Err(format!("{path:?} has a {c:?} component")),
-            c if c.len() > 255 => return Err(format!("{path:?} has a component longer than 255 bytes")),
+            "" => return Err(format!("{:?} has an empty component (// or a trailing /)", clip(path))),
+            "." | ".." => return Err(format!("{:?} has a {c:?} component", clip(path))),
+            c if c.len() > 255 => return Err(format!("{:?} has a component longer than 255 bytes", clip(path))),
             _ => {}
         }
     }
     let top = format!("/{}", components[0]);
     if !WRITABLE_ROOTS.contains(&top.as_str()) || components.len() < 2 {
         return Err(format!(
-            "{path} is not beneath a writable mount ({})",
+            "{} is not beneath a writable mount ({})",
+            clip(path),
             WRITABLE_ROOTS.join(", ")
         ));
     }
     if path == RESERVED_DIR || is_beneath(path, RESERVED_DIR) {
-        return Err(format!("{path} is inside {RESERVED_DIR}, which belongs to the agent"));
+        return Err(format!(
+            "{} is inside {RESERVED_DIR}, which belongs to the agent",
+            clip(path)
+        ));
     }
     Ok(())
 }
@@ -328,7 +333,8 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(text);
     if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(format!(
-            "mode {text:?} is not 3 octal digits (with an optional leading 0), e.g. \"0644\""
+            "mode {:?} is not 3 octal digits (with an optional leading 0), e.g. \"0644\"",
+            clip(text)
         ));
     }
     u32::from_str_radix(digits, 8).map_err(|e| e.to_string())
@@ -339,7 +345,8 @@ pub fn check_node_id(id: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
     if id.is_empty() || id.len() > MAX_NODE_ID || !id.chars().all(ok_char) {
         return Err(format!(
-            "node id {id:?} must be 1 to {MAX_NODE_ID} characters of A-Z a-z 0-9 . _ : -"
+            "node id {:?} must be 1 to {MAX_NODE_ID} characters of A-Z a-z 0-9 . _ : -",
+            clip(id)
         ));
     }
     Ok(())
@@ -357,8 +364,9 @@ pub fn check_hostname(name: &str) -> Result<(), String> {
     };
     if name.is_empty() || name.len() > MAX_HOSTNAME || !name.split('.').all(label_ok) {
         return Err(format!(
-            "hostname {name:?} must be at most {MAX_HOSTNAME} characters of dot-separated labels \
-             (letters, digits, inner hyphens)"
+            "hostname {:?} must be at most {MAX_HOSTNAME} characters of dot-separated labels \
+             (letters, digits, inner hyphens)",
+            clip(name)
         ));
     }
     Ok(())
@@ -376,7 +384,8 @@ pub fn check_service_name(name: &str) -> Result<(), String> {
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !first_ok || !rest_ok || name.len() > MAX_NAME {
         return Err(format!(
-            "service name {name:?} must be 1 to {MAX_NAME} of a-z 0-9 - _, starting with a letter or digit"
+            "service name {:?} must be 1 to {MAX_NAME} of a-z 0-9 - _, starting with a letter or digit",
+            clip(name)
         ));
     }
     if RESERVED_SERVICE_NAMES.contains(&name) {
@@ -410,7 +419,7 @@ fn parse_services(items: &[Value], path: &str) -> Result<Vec<ServiceSpec>, JsonE
                 return Err(JsonError::new(dep_path, "a service cannot come after itself"));
             }
             if !services.iter().any(|o| &o.name == dep) {
-                return Err(JsonError::new(dep_path, format!("no service is named {dep:?}")));
+                return Err(JsonError::new(dep_path, format!("no service is named {:?}", clip(dep))));
             }
         }
     }
@@ -444,7 +453,7 @@ fn parse_service(item: &Value, at: &str) -> Result<ServiceSpec, JsonError> {
         if i == 0 && !arg.starts_with('/') {
             return Err(JsonError::new(
                 &arg_path,
-                format!("program {arg:?} must be an absolute path"),
+                format!("program {:?} must be an absolute path", clip(arg)),
             ));
         }
         exec.push(arg.to_string());
@@ -474,7 +483,7 @@ fn parse_service(item: &Value, at: &str) -> Result<ServiceSpec, JsonError> {
         let dep_path = json::index(&after_path, i);
         let dep = json::as_str(dep, &dep_path)?;
         if after.iter().any(|d| d == dep) {
-            return Err(JsonError::new(dep_path, format!("{dep:?} is listed twice")));
+            return Err(JsonError::new(dep_path, format!("{:?} is listed twice", clip(dep))));
         }
         after.push(dep.to_string());
     }
@@ -512,7 +521,7 @@ fn parse_restart(v: &Value, at: &str) -> Result<RestartSpec, JsonError> {
         Some("on-failure") => RestartPolicy::OnFailure,
         Some("never") => RestartPolicy::Never,
         Some(other) => {
-            let what = format!("policy {other:?} is not one of always, on-failure, never");
+            let what = format!("policy {:?} is not one of always, on-failure, never", clip(other));
             return Err(JsonError::new(f.path_of("policy"), what));
         }
     };
@@ -554,7 +563,8 @@ fn check_env_name(name: &str) -> Result<(), String> {
     let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
-            "environment variable name {name:?} must match [A-Za-z_][A-Za-z0-9_]*"
+            "environment variable name {:?} must match [A-Za-z_][A-Za-z0-9_]*",
+            clip(name)
         ));
     }
     Ok(())

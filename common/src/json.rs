@@ -5,6 +5,7 @@
 //! fields are errors, and every error names the JSON path it is about, e.g.
 //! `$.services[1].exec`.
 
+use crate::text::clip;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::cell::Cell;
@@ -128,7 +129,7 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         while let Some(key) = map.next_key::<String>()? {
             let v = map.next_value_seed(self)?;
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                return Err(de::Error::custom(format_args!("duplicate key {:?}", clip(&key))));
             }
             out.insert(key, v);
         }
@@ -232,12 +233,13 @@ pub fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-/// The path of an object member.
+/// The path of an object member. A key is client text, so it is clipped.
 pub fn join(path: &str, key: &str) -> String {
-    if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() {
+    let plain = !key.is_empty() && key.len() <= crate::text::MAX_ECHO;
+    if plain && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         format!("{path}.{key}")
     } else {
-        format!("{path}[{key:?}]")
+        format!("{path}[{:?}]", clip(key))
     }
 }
 

@@ -17,5 +17,7 @@ pub mod keys;
 pub mod lockdown;
 pub mod manifest;
 pub mod pem;
+pub mod procfs;
 pub mod proto;
 pub mod splitmix;
+pub mod text;

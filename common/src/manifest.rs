@@ -15,6 +15,7 @@ use crate::disk::verity;
 use crate::hex;
 use crate::json::{self, Fields, JsonError};
 use crate::keys::{PublicKey, SIGNATURE_LEN};
+use crate::text::clip;
 use serde_json::{json, Value};
 
 /// The only manifest format this build reads or writes.
@@ -152,10 +153,10 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let m = Fields::new(entry, &path, &["name", "sha256"])?;
         let name = m.str("name")?;
         if !valid_module_name(name) {
-            return Err(JsonError::new(m.path_of("name"), format!("invalid module name {name:?}")).into());
+            return Err(JsonError::new(m.path_of("name"), format!("invalid module name {:?}", clip(name))).into());
         }
         if modules.iter().any(|e: &ModuleEntry| e.name == name) {
-            return Err(JsonError::new(m.path_of("name"), format!("module {name:?} listed twice")).into());
+            return Err(JsonError::new(m.path_of("name"), format!("module {:?} listed twice", clip(name))).into());
         }
         modules.push(ModuleEntry {
             name: name.to_string(),

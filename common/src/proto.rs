@@ -14,6 +14,7 @@
 
 use crate::envelope::SignedEnvelope;
 use crate::json::{self, Fields, JsonError};
+use crate::text::clip;
 use serde_json::{json, Value};
 
 /// The largest request line the agent reads, newline excluded.
@@ -70,35 +71,42 @@ impl FrameReader {
     pub fn feed(&mut self, mut input: &[u8]) -> Vec<Frame> {
         let mut frames = Vec::new();
         while !input.is_empty() {
-            let newline = input.iter().position(|&b| b == b'\n');
-            let chunk = &input[..newline.unwrap_or(input.len())];
-            if let Some(seen) = self.discarding.as_mut() {
-                *seen += chunk.len();
-            } else if self.buf.len() + chunk.len() > self.cap {
-                self.discarding = Some(self.buf.len() + chunk.len());
-                self.buf = Vec::new();
-            } else {
-                self.append(chunk);
-            }
-            match newline {
-                None => break,
-                Some(at) => {
-                    input = &input[at + 1..];
-                    if let Some(len) = self.discarding.take() {
-                        frames.push(Frame::TooLarge { len });
-                    } else {
-                        let mut line = std::mem::take(&mut self.buf);
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
-                        }
-                        if !line.iter().all(u8::is_ascii_whitespace) {
-                            frames.push(Frame::Line(line));
-                        }
-                    }
-                }
-            }
+            let (used, frame) = self.feed_one(input);
+            frames.extend(frame);
+            input = &input[used..];
         }
         frames
+    }
+
+    /// Feeds bytes up to the end of the first line in `input` (or all of
+    /// it, if it holds no newline) and returns how many it took, with the
+    /// frame that line completed, if any. A reader that must stop between
+    /// two requests (because their answers are piling up) keeps the rest.
+    pub fn feed_one(&mut self, input: &[u8]) -> (usize, Option<Frame>) {
+        let newline = input.iter().position(|&b| b == b'\n');
+        let chunk = &input[..newline.unwrap_or(input.len())];
+        if let Some(seen) = self.discarding.as_mut() {
+            *seen += chunk.len();
+        } else if self.buf.len() + chunk.len() > self.cap {
+            self.discarding = Some(self.buf.len() + chunk.len());
+            self.buf = Vec::new();
+        } else {
+            self.append(chunk);
+        }
+        let Some(at) = newline else {
+            return (input.len(), None);
+        };
+        if let Some(len) = self.discarding.take() {
+            return (at + 1, Some(Frame::TooLarge { len }));
+        }
+        let mut line = std::mem::take(&mut self.buf);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return (at + 1, None);
+        }
+        (at + 1, Some(Frame::Line(line)))
     }
 
     /// True while a line has started but not ended (including an oversized
@@ -343,7 +351,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             envelope: envelope(&fields(&["envelope"])?)?,
         },
         other => {
-            let message = format!("unknown op {other:?} (known: status, logs, apply, reboot, poweroff)");
+            let message = format!(
+                "unknown op {:?} (known: status, logs, apply, reboot, poweroff)",
+                clip(other)
+            );
             return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));
         }
     };
@@ -561,6 +572,36 @@ mod tests {
         ];
         for (text, id, op) in cases {
             assert_eq!(parse_request(text.as_bytes()), Ok(Request { id, op }), "{text}");
+        }
+    }
+
+    /// Client text comes back clipped: a 200 KB op name, key, duplicate key or
+    /// log source never makes a 200 KB message.
+    #[test]
+    fn echoed_client_text_is_clipped() {
+        let big = "o".repeat(200_000);
+        let cases = [
+            (format!(r#"{{"id":1,"op":"{big}"}}"#), ErrorCode::UnknownOp),
+            (format!(r#"{{"id":1,"op":"status","{big}":1}}"#), ErrorCode::BadRequest),
+            (
+                format!(r#"{{"id":1,"op":"status","k{big}!":1}}"#),
+                ErrorCode::BadRequest,
+            ),
+            (
+                format!(r#"{{"id":1,"op":"status","{big}":1,"{big}":2}}"#),
+                ErrorCode::MalformedJson,
+            ),
+        ];
+        for (text, code) in cases {
+            let e = parse_request(text.as_bytes()).unwrap_err();
+            assert_eq!(e.code, code, "{}", e.message);
+            assert!(
+                e.message.len() < 400,
+                "{} bytes: {}",
+                e.message.len(),
+                &e.message[..400]
+            );
+            assert!(e.message.contains("…(+"), "{}", e.message);
         }
     }
 

@@ -1,5 +1,5 @@
 //! The kernel command line: the shared tokenizer (common/src/cmdline.rs),
-//! basalt-init's keys (init/src/cmdline.rs) and the agent's keys
+//! basalt-init's keys (init/src/boot_params.rs) and the agent's keys
 //! (agent/src/settings.rs, agent/src/identity.rs).
 //!
 //! Checked:
@@ -19,7 +19,7 @@ use basalt_common::manifest::valid_absolute_path;
 use basalt_fuzz::agent_identity::{self as identity, NodeIdentity};
 use basalt_fuzz::agent_settings as settings;
 use basalt_fuzz::{render_cmdline, render_init_params};
-use basalt_init::cmdline as init_cmdline;
+use basalt_init::boot_params;
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ fn check_init(line: &str, params: &[Param]) {
         }
     }
     check_tmpfs_size(line);
-    let policy = init_cmdline::on_error_policy(line);
-    let p = match init_cmdline::parse(line) {
+    let policy = boot_params::on_error_policy(line);
+    let p = match boot_params::parse(line) {
         Ok(p) => p,
         Err(e) => {
             assert!(e.key.starts_with("basalt."), "{e}");
@@ -60,24 +60,24 @@ fn check_init(line: &str, params: &[Param]) {
     };
     assert_eq!(p.on_error, policy);
     for size in [&p.run_size, &p.tmp_size, &p.var_size] {
-        assert!(init_cmdline::valid_tmpfs_size(size), "{size:?}");
+        assert!(boot_params::valid_tmpfs_size(size), "{size:?}");
     }
     if let Some(agent) = &p.agent {
         assert!(valid_absolute_path(agent), "{agent:?}");
     }
-    if let init_cmdline::ImageSource::Device(dev) = &p.image {
+    if let boot_params::ImageSource::Device(dev) = &p.image {
         assert!(dev.starts_with("/dev/") && valid_absolute_path(dev), "{dev:?}");
     }
     let limit = Duration::from_secs(600);
     assert!(p.image_wait <= limit && p.error_delay <= limit && p.shutdown_timeout <= limit);
     let written = render_init_params(&p);
-    assert_eq!(init_cmdline::parse(&written).as_ref(), Ok(&p), "written as {written:?}");
+    assert_eq!(boot_params::parse(&written).as_ref(), Ok(&p), "written as {written:?}");
 }
 
 /// A size basalt-init accepts goes into a mount option string as `size=V`:
 /// it must not be able to add options of its own.
 fn check_tmpfs_size(v: &str) {
-    if init_cmdline::valid_tmpfs_size(v) {
+    if boot_params::valid_tmpfs_size(v) {
         assert!(!v.is_empty());
         assert!(v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%'), "{v:?}");
     }

@@ -175,8 +175,8 @@ pub fn render_cmdline(params: &[Param]) -> String {
 }
 
 /// A command line that basalt-init parses to `p`, every key spelled out.
-pub fn render_init_params(p: &basalt_init::cmdline::BootParams) -> String {
-    use basalt_init::cmdline::ImageSource;
+pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
+    use basalt_init::boot_params::ImageSource;
     let image = match &p.image {
         ImageSource::Initramfs => "initramfs".to_string(),
         ImageSource::Device(dev) => dev.clone(),

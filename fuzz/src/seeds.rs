@@ -266,7 +266,7 @@ fn cmdline() -> Vec<Vec<u8>> {
         "a --b",
         "x=\"unterminated rest",
         "k=1 k=2 other",
-        // init/src/cmdline.rs
+        // init/src/boot_params.rs
         "console=ttyS0 quiet",
         "basalt.image=/dev/vda basalt.image_wait=3 basalt.agent=/usr/libexec/check \
          basalt.lockdown=confidentiality basalt.on_error=poweroff basalt.error_delay=0 \

@@ -1,10 +1,10 @@
 //! The boot's bookkeeping: each step named, timed and logged, and the one
 //! fatal path every failure ends in.
 
-use crate::clock;
-use crate::cmdline::OnError;
-use crate::report::StepTiming;
+use crate::boot_params::OnError;
+use crate::boot_report::StepTiming;
 use crate::shutdown::{self, Action};
+use crate::uptime;
 use std::fmt::Display;
 use std::time::Duration;
 
@@ -28,9 +28,9 @@ impl Boot {
     /// Runs one step. Its failure is fatal: the cause is printed on one line
     /// and the node halts, reboots or powers off as `basalt.on_error` says.
     pub fn step<T, E: Display>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T, E>) -> T {
-        let start = clock::now();
+        let start = uptime::now();
         let result = f();
-        let duration = clock::now().saturating_sub(start);
+        let duration = uptime::now().saturating_sub(start);
         match result {
             Ok(v) => {
                 log::info!("step {name}: done in {:.1} ms", duration.as_secs_f64() * 1e3);

@@ -2,7 +2,7 @@
 //! module is loaded: KSPP sysctls (the set Talos enforces), no more modules,
 //! no kexec, and lockdown.
 
-use crate::cmdline::Lockdown;
+use crate::boot_params::Lockdown;
 use std::io;
 
 /// How much a sysctl matters to basalt.
@@ -28,6 +28,9 @@ pub const SYSCTLS: &[(&str, &str, Need)] = &[
     ("fs.protected_regular", "2", Need::BestEffort),
     ("fs.suid_dumpable", "0", Need::BestEffort),
     ("kernel.kptr_restrict", "2", Need::BestEffort),
+    // No magic SysRq: from a console it can reboot, sync or kill all tasks
+    // with no signed command (docs/threat-model.md).
+    ("kernel.sysrq", "0", Need::BestEffort),
     ("kernel.dmesg_restrict", "1", Need::BestEffort),
     ("kernel.perf_event_paranoid", "3", Need::BestEffort),
     ("kernel.randomize_va_space", "2", Need::BestEffort),

@@ -6,7 +6,7 @@
 //! is hashed, in one pass, so the bytes that get mounted are the bytes that
 //! were checked; an image in the initramfs is already in RAM and is not copied.
 
-use crate::cmdline::ImageSource;
+use crate::boot_params::ImageSource;
 use crate::digest::{self, Hashed};
 use basalt_common::hex;
 use basalt_common::keys::PublicKey;

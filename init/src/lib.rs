@@ -4,8 +4,8 @@
 #![deny(unsafe_code)]
 
 pub mod boot;
-pub mod clock;
-pub mod cmdline;
+pub mod boot_params;
+pub mod boot_report;
 pub mod console;
 pub mod digest;
 pub mod harden;
@@ -15,10 +15,11 @@ pub mod loopdev;
 pub mod modules;
 pub mod mountinfo;
 pub mod mounts;
-pub mod report;
+pub mod reap;
 pub mod root;
 pub mod shutdown;
 pub mod supervise;
 pub mod switchroot;
 mod sys;
+pub mod uptime;
 pub mod verity;

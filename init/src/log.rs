@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
-use crate::clock;
+use crate::uptime;
 
 const TAG: &str = "basalt-init";
 /// Lines kept in memory until /run is mounted; early boot logs far fewer.
@@ -140,7 +140,7 @@ impl log::Log for InitLogger {
             };
             let _ = std::io::stderr().write_all(format!("{TAG}: {prefix}{msg}\n").as_bytes());
         }
-        let line = format!("[{:>12.6}] {:<5} {msg}\n", clock::now().as_secs_f64(), record.level());
+        let line = format!("[{:>12.6}] {:<5} {msg}\n", uptime::now().as_secs_f64(), record.level());
         if let Some(file) = s.file.as_mut() {
             let _ = file.write_all(line.as_bytes());
         } else if s.early.len() < MAX_EARLY_LINES {

@@ -2,11 +2,11 @@
 //! each step is timed, logged, and fatal on failure (boot.rs).
 #![deny(unsafe_code)]
 
-use basalt_init::cmdline::ImageSource;
+use basalt_init::boot_params::ImageSource;
 use basalt_init::root::MountedRoot;
 use basalt_init::{
-    boot::Boot, clock, cmdline, console, harden, image, log, loopdev, modules, mounts, report, supervise, switchroot,
-    verity,
+    boot::Boot, boot_params, boot_report, console, harden, image, log, loopdev, modules, mounts, supervise, switchroot,
+    uptime, verity,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 const NEWROOT: &str = "/newroot";
 
 fn main() {
-    let init_start = clock::now();
+    let init_start = uptime::now();
     if std::process::id() != 1 {
         // Mounting and deleting "the initramfs" anywhere else would be a disaster.
         eprintln!("basalt-init: must run as PID 1 (this is pid {})", std::process::id());
@@ -45,8 +45,8 @@ fn boot_node(boot: &mut Boot) -> ! {
 
     // b. Kernel command line.
     let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    boot.on_error = cmdline::on_error_policy(&line);
-    let params = boot.step("cmdline", || cmdline::parse(&line));
+    boot.on_error = boot_params::on_error_policy(&line);
+    let params = boot.step("cmdline", || boot_params::parse(&line));
     boot.error_delay = params.error_delay;
     log::set_debug(params.debug);
     if params.run_size != "20%" {
@@ -130,11 +130,11 @@ fn boot_node(boot: &mut Boot) -> ! {
     });
     ::log::info!("lockdown: {lockdown}");
 
-    // i. Hand off, and stay PID1.
+    // i. The boot report. It names the handoff program, so that is checked first.
     let handoff = params.agent.clone().unwrap_or_else(|| manifest.handoff.clone());
     boot.step("handoff-check", || executable(&handoff));
-    let handoff_at = clock::now();
-    let facts = report::BootFacts {
+    let handoff_at = uptime::now();
+    let facts = boot_report::BootFacts {
         init_start: boot.init_start,
         handoff_at,
         steps: &boot.steps,
@@ -153,15 +153,16 @@ fn boot_node(boot: &mut Boot) -> ! {
         initramfs_removed: removed,
         handoff: &handoff,
     };
-    // k. The boot report: written before the handoff, which serves it.
-    if let Err(e) = report::write(report::PATH, &report::build(&facts)) {
-        ::log::error!("write {}: {e}", report::PATH);
+    // Written before the handoff, which serves it.
+    if let Err(e) = boot_report::write(boot_report::PATH, &boot_report::build(&facts)) {
+        ::log::error!("write {}: {e}", boot_report::PATH);
     }
     ::log::info!(
         "pid1 phase {:.1} ms; handing off to {handoff}",
         handoff_at.saturating_sub(boot.init_start).as_secs_f64() * 1e3
     );
     drop(root);
+    // j. Hand off, and stay PID1.
     supervise::run(&handoff, supervise::HANDOFF_BACKOFF, params.shutdown_timeout)
 }
 

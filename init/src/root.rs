@@ -4,7 +4,7 @@
 
 use crate::image::VerifiedImage;
 use crate::loopdev::LoopDevice;
-use crate::report::VerityFacts;
+use crate::boot_report::VerityFacts;
 use crate::verity::{CheckedSlot, VerityRoot};
 
 /// Held until the handoff: dropping it closes init's own descriptors (the

@@ -3,8 +3,9 @@
 //! then sync, unmount, and reboot(2). Every wait is bounded.
 
 use crate::mountinfo;
-use crate::supervise::reap;
+use crate::reap::reap;
 use crate::sys;
+use basalt_common::procfs;
 use nix::errno::Errno;
 use nix::mount::MntFlags;
 use nix::sys::reboot::RebootMode;
@@ -93,9 +94,6 @@ fn nobody_left() -> bool {
     user_processes("/proc") == 0
 }
 
-/// PF_KTHREAD from <linux/sched.h>.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
 /// Counts processes other than PID1 that are not kernel threads.
 pub fn user_processes(proc_root: &str) -> usize {
     let Ok(dir) = std::fs::read_dir(proc_root) else {
@@ -107,18 +105,10 @@ pub fn user_processes(proc_root: &str) -> usize {
         .filter(|pid| {
             std::fs::read_to_string(format!("{proc_root}/{pid}/stat"))
                 .ok()
-                .and_then(|stat| stat_flags(&stat))
-                .is_some_and(|flags| flags & PF_KTHREAD == 0)
+                .and_then(|stat| procfs::parse_stat(&stat)?.is_kernel_thread())
+                .is_some_and(|kthread| !kthread)
         })
         .count()
-}
-
-/// The `flags` field (9th) of /proc/PID/stat. The command name (2nd) is in
-/// parentheses and may itself contain spaces and parentheses, so fields are
-/// counted from the last `)`.
-pub fn stat_flags(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(6)?.parse().ok()
 }
 
 /// Polls `done` while reaping, until it holds or `limit` passes.
@@ -162,21 +152,6 @@ fn unmount_all() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_flags_table() {
-        let cases = [
-            ("1 (init) S 0 1 1 0 -1 4194560 100 0", Some(4194560)),
-            ("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0", Some(2129984)),
-            ("77 (a) b (c)) R 1 77 77 0 -1 4194304 5", Some(4194304)),
-            ("garbage", None),
-            ("5 (x) S 1 2", None),
-        ];
-        for (stat, want) in cases {
-            assert_eq!(stat_flags(stat), want, "{stat}");
-        }
-        assert_ne!(2129984 & PF_KTHREAD, 0, "kthreadd is a kernel thread");
-    }
 
     #[test]
     fn counts_user_processes_in_a_fake_proc() {

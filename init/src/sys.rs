@@ -5,9 +5,52 @@
 //! sigtimedwait.
 #![allow(unsafe_code)]
 
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::process::Command;
 use std::time::Duration;
+
+/// What PID1's supervision loop does to the system: start the handoff
+/// program, wait for a signal, reap, read the clock. The seam that lets
+/// supervise.rs's restarts and reaping be unit-tested against a fake;
+/// [`Pid1`] is the real one.
+pub trait Host {
+    /// Spawns `cmd` with an empty signal mask (see [`unblock_signals_in_child`]).
+    fn spawn(&mut self, cmd: &mut Command) -> io::Result<Pid>;
+    /// [`wait_any_signal`], as a signal.
+    fn wait_signal(&mut self, timeout: Duration) -> Option<Signal>;
+    /// `waitpid(-1, WNOHANG)`: one exited child, `StillAlive`, or ECHILD.
+    fn try_reap(&mut self) -> nix::Result<WaitStatus>;
+    /// Time since boot on CLOCK_MONOTONIC (see crate::uptime).
+    fn now(&self) -> Duration;
+}
+
+/// The node's own processes, signals and clock.
+#[derive(Debug, Default)]
+pub struct Pid1;
+
+impl Host for Pid1 {
+    fn spawn(&mut self, cmd: &mut Command) -> io::Result<Pid> {
+        unblock_signals_in_child(cmd);
+        let child = cmd.spawn()?;
+        Ok(Pid::from_raw(child.id() as i32))
+    }
+
+    fn wait_signal(&mut self, timeout: Duration) -> Option<Signal> {
+        wait_any_signal(timeout).and_then(|n| Signal::try_from(n).ok())
+    }
+
+    fn try_reap(&mut self) -> nix::Result<WaitStatus> {
+        waitpid(None, Some(WaitPidFlag::WNOHANG))
+    }
+
+    fn now(&self) -> Duration {
+        crate::uptime::now()
+    }
+}
 
 const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;

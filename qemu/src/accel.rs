@@ -5,14 +5,16 @@
 //! `-no-reboot`, exits within a second; a broken one is killed after
 //! [`PROBE_TIMEOUT`] and TCG is used. The answer is cached in a file so a
 //! test suite probes once, and for the life of the process.
+//!
+//! This module decides; it does not launch. `Vm::start` drives it and
+//! hands it a function that boots the probe guest (see [`ProbeBoot`]).
 
-use crate::config::{Accel, Console, VmConfig};
 use crate::error::QemuError;
-use crate::vm::Vm;
+use crate::vm_config::{Accel, Console, VmConfig};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,33 @@ pub struct AccelChoice {
     pub accel: Accelerator,
     pub reason: String,
 }
+
+/// The probe guest to boot under KVM: its config, its firmware, and the
+/// accelerator choice to launch it with.
+pub(crate) struct ProbeGuest {
+    pub cfg: VmConfig,
+    pub firmware: Option<PathBuf>,
+    pub choice: AccelChoice,
+}
+
+/// What booting the probe guest showed.
+#[derive(Debug)]
+pub(crate) enum ProbeRun {
+    /// QEMU did not start; the error said this.
+    NotStarted(String),
+    /// The guest exited within [`PROBE_TIMEOUT`].
+    Exited {
+        status: String,
+        console: String,
+        qemu_stderr: String,
+    },
+    /// The guest was still running after [`PROBE_TIMEOUT`].
+    StillRunning,
+}
+
+/// Boots a probe guest under KVM, waits up to [`PROBE_TIMEOUT`] for it to
+/// exit, and stops it.
+pub(crate) type ProbeBoot<'a> = &'a dyn Fn(ProbeGuest) -> ProbeRun;
 
 /// Parses `auto`, `kvm` or `tcg` (surrounding whitespace ignored).
 pub fn parse_accel(s: &str) -> Option<Accel> {
@@ -76,7 +105,7 @@ pub fn parse_cache(text: &str) -> Option<Accelerator> {
 }
 
 /// BASALT_ACCEL if set, else `cfg.accel`; `Auto` is settled by the probe.
-pub(crate) fn resolve(cfg: &VmConfig, qemu: &Path) -> Result<AccelChoice, QemuError> {
+pub(crate) fn resolve(cfg: &VmConfig, boot: ProbeBoot) -> Result<AccelChoice, QemuError> {
     let (requested, source) = match accel_from_env(std::env::var_os(ACCEL_ENV).as_deref())? {
         Some(accel) => (accel, format!("{ACCEL_ENV} set")),
         None => (cfg.accel, "requested".to_string()),
@@ -90,7 +119,7 @@ pub(crate) fn resolve(cfg: &VmConfig, qemu: &Path) -> Result<AccelChoice, QemuEr
     match requested {
         Accel::Kvm => fixed(Accelerator::Kvm),
         Accel::Tcg => fixed(Accelerator::Tcg),
-        Accel::Auto => Ok(auto(cfg, qemu)),
+        Accel::Auto => Ok(auto(cfg, boot)),
     }
 }
 
@@ -98,7 +127,7 @@ pub(crate) fn resolve(cfg: &VmConfig, qemu: &Path) -> Result<AccelChoice, QemuEr
 /// started in parallel wait for one probe instead of running several.
 static PROBED: Mutex<Option<AccelChoice>> = Mutex::new(None);
 
-fn auto(cfg: &VmConfig, qemu: &Path) -> AccelChoice {
+fn auto(cfg: &VmConfig, boot: ProbeBoot) -> AccelChoice {
     if !cfg.kvm_device.exists() {
         return AccelChoice {
             accel: Accelerator::Tcg,
@@ -119,7 +148,7 @@ fn auto(cfg: &VmConfig, qemu: &Path) -> AccelChoice {
             return choice;
         }
     }
-    let choice = probe_kvm(cfg, qemu);
+    let choice = probe_kvm(cfg, boot);
     if let Some(cache) = &cfg.accel_cache {
         // Best effort: without the file the next process probes again.
         if let Err(e) = write_cache(cache, &choice) {
@@ -140,41 +169,48 @@ fn write_cache(path: &Path, choice: &AccelChoice) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-fn probe_kvm(cfg: &VmConfig, qemu: &Path) -> AccelChoice {
+fn probe_kvm(cfg: &VmConfig, boot: ProbeBoot) -> AccelChoice {
+    let guest = ProbeGuest {
+        cfg: VmConfig::new(&cfg.kernel).memory_mib(128).console(Console::Captured),
+        firmware: cfg.qboot.is_file().then(|| cfg.qboot.clone()),
+        choice: AccelChoice {
+            accel: Accelerator::Kvm,
+            reason: "kvm probe".into(),
+        },
+    };
+    let started = Instant::now();
+    let run = boot(guest);
+    judge_probe(run, started.elapsed())
+}
+
+/// The accelerator a probe run points to: KVM if the kernel got far enough
+/// to print, TCG otherwise.
+fn judge_probe(run: ProbeRun, took: Duration) -> AccelChoice {
     let tcg = |reason: String| AccelChoice {
         accel: Accelerator::Tcg,
         reason,
     };
-    let probe = VmConfig::new(&cfg.kernel).memory_mib(128).console(Console::Captured);
-    let firmware = cfg.qboot.is_file().then(|| cfg.qboot.clone());
-    let choice = AccelChoice {
-        accel: Accelerator::Kvm,
-        reason: "kvm probe".into(),
-    };
-    let started = Instant::now();
-    let vm = match Vm::launch(probe, firmware, choice, qemu) {
-        Ok(vm) => vm,
-        Err(e) => return tcg(format!("kvm probe did not start: {e}")),
-    };
-    match vm.wait_for_exit(PROBE_TIMEOUT) {
-        Ok(status) => {
-            let console = vm.console_text();
+    match run {
+        ProbeRun::NotStarted(e) => tcg(format!("kvm probe did not start: {e}")),
+        ProbeRun::Exited {
+            status,
+            console,
+            qemu_stderr,
+        } => {
             if console.contains("Kernel panic") || console.contains("Linux version") {
                 AccelChoice {
                     accel: Accelerator::Kvm,
-                    reason: format!("kvm probe booted in {:.1?}", started.elapsed()),
+                    reason: format!("kvm probe booted in {took:.1?}"),
                 }
             } else {
-                let stderr = vm.qemu_stderr();
-                let said = stderr.lines().next().unwrap_or("nothing");
+                let said = qemu_stderr.lines().next().unwrap_or("nothing");
                 tcg(format!(
                     "kvm probe exited ({status}) without kernel output; qemu said: {said}"
                 ))
             }
         }
-        Err(_) => tcg(format!("kvm probe guest still running after {PROBE_TIMEOUT:?}")),
+        ProbeRun::StillRunning => tcg(format!("kvm probe guest still running after {PROBE_TIMEOUT:?}")),
     }
-    // Dropping the probe VM kills QEMU if it is still running.
 }
 
 #[cfg(test)]
@@ -223,10 +259,57 @@ mod tests {
     }
 
     #[test]
+    fn probe_runs_judged() {
+        let exited = |console: &str, stderr: &str| ProbeRun::Exited {
+            status: "exit status: 0".into(),
+            console: console.into(),
+            qemu_stderr: stderr.into(),
+        };
+        let took = Duration::from_millis(800);
+        let cases = [
+            (
+                exited("...Kernel panic - not syncing: VFS", ""),
+                Accelerator::Kvm,
+                "kvm probe booted in 800.0ms",
+            ),
+            (
+                exited("[0.0] Linux version 6.1.0", ""),
+                Accelerator::Kvm,
+                "kvm probe booted in 800.0ms",
+            ),
+            (
+                exited("", "qemu: error: MSR 0x10a\nmore"),
+                Accelerator::Tcg,
+                "kvm probe exited (exit status: 0) without kernel output; qemu said: qemu: error: MSR 0x10a",
+            ),
+            (
+                exited("", ""),
+                Accelerator::Tcg,
+                "kvm probe exited (exit status: 0) without kernel output; qemu said: nothing",
+            ),
+            (
+                ProbeRun::NotStarted("no qemu".into()),
+                Accelerator::Tcg,
+                "kvm probe did not start: no qemu",
+            ),
+            (
+                ProbeRun::StillRunning,
+                Accelerator::Tcg,
+                "kvm probe guest still running after 5s",
+            ),
+        ];
+        for (run, accel, reason) in cases {
+            let what = format!("{run:?}");
+            let choice = judge_probe(run, took);
+            assert_eq!((choice.accel, choice.reason.as_str()), (accel, reason), "{what}");
+        }
+    }
+
+    #[test]
     fn missing_kvm_device_means_tcg_without_probing() {
         let mut cfg = VmConfig::new("/nonexistent/vmlinuz");
         cfg.kvm_device = "/nonexistent/kvm".into();
-        let choice = auto(&cfg, Path::new("/nonexistent/qemu"));
+        let choice = auto(&cfg, &|_| panic!("no kvm device: nothing to probe"));
         assert_eq!(choice.accel, Accelerator::Tcg);
         assert_eq!(choice.reason, "no /nonexistent/kvm");
     }

@@ -3,7 +3,7 @@
 //! where the vsock daemon listens).
 
 use crate::accel::Accelerator;
-use crate::config::{Console, VmConfig};
+use crate::vm_config::{Console, VmConfig};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;

@@ -17,7 +17,6 @@
 pub mod accel;
 mod argv;
 mod capture;
-mod config;
 mod daemon;
 mod error;
 mod programs;
@@ -27,13 +26,14 @@ pub mod signals;
 #[allow(unsafe_code)]
 mod sys;
 mod vm;
+mod vm_config;
 mod vsock;
 
 pub use accel::{accel_from_env, parse_accel, AccelChoice, Accelerator};
 pub use argv::{qemu_args, LaunchPlan};
-pub use config::{Accel, Console, VmConfig, BASE_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB, QBOOT_PATH};
 pub use error::{QemuError, WaitError, WaitFailure};
 pub use prov::connect_prov;
 pub use script::{Script, ScriptError, Step};
 pub use vm::{Vm, CONSOLE_TAIL_LINES};
+pub use vm_config::{Accel, Console, VmConfig, BASE_CMDLINE, DEFAULT_GUEST_CID, DEFAULT_MEMORY_MIB, QBOOT_PATH};
 pub use vsock::{parse_connect_reply, vsock_connect, ConnectReply};

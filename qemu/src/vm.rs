@@ -1,14 +1,14 @@
 //! A running VM: QEMU, its console capture, and the vsock daemon if any.
 //! Dropping a `Vm` stops and reaps every process it started.
 
-use crate::accel::{self, AccelChoice};
+use crate::accel::{self, AccelChoice, ProbeGuest, ProbeRun, PROBE_TIMEOUT};
 use crate::argv::{qemu_args, LaunchPlan};
 use crate::capture::{spawn_reader, Capture, Found, Sinks};
-use crate::config::{Console, VmConfig};
 use crate::daemon::{self, VsockDaemon};
 use crate::error::{QemuError, WaitError, WaitFailure};
 use crate::programs::{cargo_bin_dirs, describe_search, find_program};
 use crate::sys;
+use crate::vm_config::{Console, VmConfig};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -53,7 +53,7 @@ impl Vm {
     pub fn start(mut cfg: VmConfig) -> Result<Vm, QemuError> {
         check_inputs(&cfg)?;
         if cfg.uuid.is_none() {
-            cfg.uuid = Some(crate::config::random_uuid().map_err(|source| QemuError::Uuid { source })?);
+            cfg.uuid = Some(crate::vm_config::random_uuid().map_err(|source| QemuError::Uuid { source })?);
         }
         let qemu = find_program(&cfg.qemu_program, std::env::var_os("PATH").as_deref(), &[]).ok_or_else(|| {
             QemuError::ProgramNotFound {
@@ -62,18 +62,13 @@ impl Vm {
                 hint: "install qemu-system-x86",
             }
         })?;
-        let accel = accel::resolve(&cfg, &qemu)?;
+        let accel = accel::resolve(&cfg, &|probe| Vm::boot_probe(probe, &qemu))?;
         let firmware = cfg.qboot.is_file().then(|| cfg.qboot.clone());
         Vm::launch(cfg, firmware, accel, &qemu)
     }
 
     /// Starts a VM whose accelerator and firmware are already decided.
-    pub(crate) fn launch(
-        cfg: VmConfig,
-        firmware: Option<PathBuf>,
-        accel: AccelChoice,
-        qemu: &Path,
-    ) -> Result<Vm, QemuError> {
+    fn launch(cfg: VmConfig, firmware: Option<PathBuf>, accel: AccelChoice, qemu: &Path) -> Result<Vm, QemuError> {
         let work_dir = WorkDir::prepare(&cfg)?;
         let daemon = match (cfg.vsock_cid, &work_dir) {
             (Some(cid), Some(dir)) => {
@@ -146,6 +141,23 @@ impl Vm {
             spawn_reader("qemu-stderr", stderr, vm.stderr.clone(), stderr_sinks).map_err(spawn_failed)?;
         vm.lock_readers().push(stderr_reader);
         Ok(vm)
+    }
+
+    /// Boots the KVM probe guest for [`accel::resolve`] and waits for it.
+    fn boot_probe(probe: ProbeGuest, qemu: &Path) -> ProbeRun {
+        let vm = match Vm::launch(probe.cfg, probe.firmware, probe.choice, qemu) {
+            Ok(vm) => vm,
+            Err(e) => return ProbeRun::NotStarted(e.to_string()),
+        };
+        match vm.wait_for_exit(PROBE_TIMEOUT) {
+            Ok(status) => ProbeRun::Exited {
+                status: status.to_string(),
+                console: vm.console_text(),
+                qemu_stderr: vm.qemu_stderr(),
+            },
+            Err(_) => ProbeRun::StillRunning,
+        }
+        // Dropping the probe VM kills QEMU if it is still running.
     }
 
     /// The accelerator this VM runs under, and why.

@@ -25,8 +25,14 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_SEED: u64 = 0x6261_7361_6c74_0003;
 const MIB: usize = 1 << 20;
-/// Unread output after which the agent drops a connection (agent/src/server.rs).
-const MAX_PENDING_OUT: usize = 4 * MIB;
+/// Unread output the agent holds for all channels together at most
+/// (TOTAL_OUT_MAX in agent/src/server.rs).
+const MAX_PENDING_OUT: usize = 3 * MIB;
+/// The agent's peak RSS whatever unauthenticated clients send (docs/protocol.md).
+const RSS_BOUND_KIB: u64 = 16 * 1024;
+/// The longest console line the agent writes (MAX_CONSOLE_LINE in
+/// agent/src/logging.rs), plus its prefix.
+const CONSOLE_LINE_BOUND: usize = 1024 + 64;
 /// What parsing one line may cost: the agent's JSON parser stops at
 /// basalt_common::json::MAX_VALUES values, and the costliest value (a one-key
 /// object: a B-tree leaf node of ~630 bytes plus allocator rounding) stays
@@ -795,4 +801,144 @@ fn channel_abuse_leaves_the_agent_running_and_the_config_unchanged() {
     fields.push(("hwm_by_phase_kib", hwm_by_phase.join(",")));
     report(&build, "abuse", &fields);
     eprintln!("rss growth {rss_growth} KiB, anon growth {anon_growth} KiB");
+}
+
+/// Issue 8 in QEMU: output nobody reads on 16 connections at once, client
+/// text a few hundred KB long, a nonce that another client tries to push
+/// out, and an apply that fails on a full /var. The agent's peak RSS stays
+/// under 16 MiB, no console line grows with the client's text, the nonce
+/// stays good, and the failed apply leaves files, hostname, generation and
+/// services as they were.
+#[test]
+fn pressure_from_clients_is_bounded_and_a_failed_apply_changes_nothing() {
+    let build = Build::from_env();
+    let profile = Profile::from_env();
+    let rounds = profile.pick(1, 3);
+    let node = Node::boot(&build, "pressure", "");
+    let mut serial = node.serial();
+    let cfg1 = node_config(&node.id, 1, "pressed", (100, 30_000));
+    ok(&node.vm, node.apply(&mut serial, &node.sign(&cfg1)));
+    drop(serial);
+    node.wait_status("kubelet running", WAIT, |s| {
+        Node::service(s, "kubelet")["state"] == "running"
+    });
+
+    // Client text of 200 KB: an op name, an unknown key, a duplicate key, a
+    // log source. Each answer and each console line stays short.
+    let big = "o".repeat(200_000);
+    let lines = [
+        format!(r#"{{"id":1,"op":"{big}"}}"#),
+        format!(r#"{{"id":2,"op":"status","{big}":true}}"#),
+        format!(r#"{{"id":3,"op":"status","{big}":1,"{big}":2}}"#),
+        format!(r#"{{"id":4,"op":"logs","source":"{big}"}}"#),
+    ];
+    let mut vsock = node.vsock();
+    for l in &lines {
+        vsock.send(format!("{l}\n").as_bytes()).unwrap();
+        let reply = vsock.read_line("a response", Instant::now() + WAIT, &mut 0).unwrap();
+        let r = parse_response(&reply).unwrap();
+        let (code, message) = err_code(&r);
+        assert!(message.len() <= 400, "{code}: a {}-byte message", message.len());
+        assert!(message.contains("…(+"), "{code}: {message}");
+    }
+    node.vm.expect("rejected logs", WAIT);
+    let console = node.vm.console();
+    let longest = console.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= CONSOLE_LINE_BOUND, "a {longest}-byte console line");
+
+    // 16 connections pipeline `logs` requests and never read.
+    let request = b"{\"id\":1,\"op\":\"logs\",\"source\":\"agent\",\"tail\":10000}\n";
+    let batch: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(64 * 1024 / request.len() * request.len())
+        .collect();
+    let mut peak = 0;
+    for round in 0..rounds {
+        let mut floods: Vec<UnixStream> = (0..16).map(|_| vsock_stream(&node)).collect();
+        for f in &mut floods {
+            f.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            // As much as the socket takes: the agent stops reading once its answers pile up.
+            let _ = f.write_all(&batch);
+        }
+        let s = node.status();
+        assert_eq!(s["config"]["generation"], 1, "round {round}");
+        peak = node.rss("basalt-agent").hwm;
+        eprintln!("flood round {round}: agent VmHWM {peak} KiB");
+        assert!(
+            peak < RSS_BOUND_KIB,
+            "round {round}: agent peak RSS {peak} KiB, bound {RSS_BOUND_KIB} KiB"
+        );
+        drop(floods);
+    }
+
+    // A nonce held on one connection survives 64 status calls on another.
+    let mut a = node.vsock();
+    let nonce = ok(&node.vm, call(&mut a, "status", Map::new()))["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut b = node.vsock();
+    for _ in 0..64 {
+        ok(&node.vm, call(&mut b, "status", Map::new()));
+    }
+
+    // /var full: an apply that writes there fails, and nothing changes.
+    let before = node.status();
+    let kubelet = Node::service(&before, "kubelet");
+    let filled = node.hands("fill /var/fill");
+    assert!(filled["filled"].as_u64().is_some(), "{filled}");
+    let mut cfg2 = node_config(&node.id, 2, "changed", (100, 30_000));
+    cfg2["files"] = json!([
+        {"path": "/var/lib/kubelet/config.yaml", "mode": "0644", "contents": "changed\n".repeat(4096)},
+        {"path": "/var/lib/new-file", "mode": "0644", "contents": "new"}
+    ]);
+    let r = node.apply(&mut node.vsock(), &node.sign(&cfg2));
+    let (code, message) = err_code(&r);
+    assert_eq!(code, "apply_failed", "{message}");
+    let after = node.status();
+    assert_eq!(after["config"], before["config"], "the config in force");
+    assert_eq!(after["generation_floor"], 1);
+    let k = Node::service(&after, "kubelet");
+    assert_eq!(
+        (&k["pid"], &k["restarts"]),
+        (&kubelet["pid"], &kubelet["restarts"]),
+        "kubelet untouched"
+    );
+    assert_eq!(node.hands("hostname")["hostname"], "pressed");
+    assert_eq!(
+        node.hands("read /var/lib/kubelet/config.yaml")["contents"],
+        "kind: KubeletConfiguration\n"
+    );
+    assert_eq!(node.hands("read /var/lib/new-file")["contents"], Value::Null);
+    node.hands("unlink /var/fill");
+    let r = ok(&node.vm, node.apply(&mut node.vsock(), &node.sign(&cfg2)));
+    assert_eq!(r["generation"], 2);
+    assert_eq!(node.hands("hostname")["hostname"], "changed");
+
+    // The nonce fetched before all that still works: a signed poweroff.
+    let cmd = Command {
+        kind: CommandKind::Poweroff,
+        node: node.id.clone(),
+        nonce,
+    };
+    let mut fields = Map::new();
+    fields.insert(
+        "envelope".into(),
+        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
+    );
+    ok(&node.vm, call(&mut a, "poweroff", fields));
+    node.vm.expect_exit(WAIT);
+    report(
+        &build,
+        "pressure",
+        &[
+            ("flood_rounds", rounds.to_string()),
+            ("agent_peak_rss_kib", peak.to_string()),
+            ("rss_bound_kib", RSS_BOUND_KIB.to_string()),
+            ("longest_console_line", longest.to_string()),
+            ("var_filled_bytes", filled["filled"].to_string()),
+        ],
+    );
 }

@@ -257,7 +257,7 @@ fn stubborn(name: &str, after: &str, stop_timeout_ms: u64) -> Value {
 
 /// The agent's wait for a process that ignores SIGKILL (supervisor.rs).
 const AGENT_KILL_GRACE_S: u64 = 5;
-/// basalt-init's defaults (cmdline.rs, shutdown.rs).
+/// basalt-init's defaults (boot_params.rs, shutdown.rs).
 const INIT_SHUTDOWN_TIMEOUT_S: u64 = 10;
 const INIT_KILL_GRACE_S: u64 = 2;
 /// sync, unmount, reboot(2) and QEMU's exit: no timeout bounds these in the

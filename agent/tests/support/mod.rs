@@ -16,6 +16,7 @@
 use basalt_common::command::{Command as SignedCommand, CommandKind};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
+use basalt_common::procfs;
 use basalt_common::proto::{parse_response, Response};
 use basaltctl::client::Client;
 use basaltctl::endpoint::Endpoint;
@@ -363,23 +364,17 @@ fn marked(marker: &str) -> Vec<(i32, String)> {
         .collect()
 }
 
+fn stat(pid: i32) -> Option<procfs::Stat> {
+    procfs::parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 fn parent(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(at) = stat.rfind(')') else { return 0 };
-    stat[at + 1..]
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+    stat(pid).and_then(|s| s.ppid).unwrap_or(0)
 }
 
 /// The process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z") | Some("X"))
+    stat(pid).is_some_and(|s| !s.is_dead())
 }
 
 pub fn service_in(status: &Value, name: &str) -> Option<Value> {

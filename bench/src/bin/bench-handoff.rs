@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 use basalt_bench::line::{self, KmsgRecord, Phase};
+use basalt_common::procfs;
 use nix::sys::reboot::{reboot, RebootMode};
 use nix::time::{clock_gettime, ClockId};
 use std::fs::OpenOptions;
@@ -115,9 +116,5 @@ fn read_kmsg() -> Result<Vec<KmsgRecord>, String> {
 }
 
 fn vm_hwm_kib(status: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(status).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    procfs::status_kib(&std::fs::read_to_string(status).ok()?, "VmHWM")
 }

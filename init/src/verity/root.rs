@@ -5,7 +5,7 @@ use super::corruption::{self, Corruption};
 use super::dm::{self, DeviceMapper, MappedDevice, RealDm};
 use super::slot::{open_sized, CheckedSlot};
 use super::table::{verity_target, VerityTable};
-use crate::cmdline::{RootMode, Verify};
+use crate::boot_params::{RootMode, Verify};
 use crate::digest;
 use crate::image::{self, ImageError};
 use crate::loopdev::{self, LoopDevice, LoopError};

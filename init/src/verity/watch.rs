@@ -7,7 +7,7 @@
 //! `basalt.on_error` applies and one line names the partition and the block.
 
 use crate::boot;
-use crate::cmdline::OnError;
+use crate::boot_params::OnError;
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
