@@ -12,6 +12,7 @@ use crate::logging::RateLimit;
 use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, ConnId, NonceBook};
+use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
 use crate::supervisor::Supervisor;
@@ -111,6 +112,7 @@ pub struct Agent {
     init_signalled: bool,
     exit_when_stopped: bool,
     state_dirty: bool,
+    scrub: Scrub,
 }
 
 impl Agent {
@@ -123,6 +125,7 @@ impl Agent {
             unix: settings.listen_unix.clone(),
         };
         let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
+        let scrub = Scrub::from_boot_report(read_boot_report(&settings.boot_report()).as_ref(), boot.scrub_rate);
         let mut agent = Agent {
             settings,
             identity,
@@ -140,6 +143,7 @@ impl Agent {
             init_signalled: false,
             exit_when_stopped: false,
             state_dirty: false,
+            scrub,
         };
         agent.recover();
         agent
@@ -541,6 +545,7 @@ impl Agent {
                 "unix": self.channels.unix.as_ref().map(|p| p.display().to_string()),
             },
             "shutting_down": self.shutdown.map(CommandKind::as_str),
+            "scrub": self.scrub.status(now),
             "now_ms": clock::ms(now),
             "nonce": nonce,
         })
@@ -582,6 +587,7 @@ impl Agent {
             // A failure is logged and leaves state_dirty set: the next tick retries.
             let _ = self.save_state();
         }
+        self.scrub.tick(now, scrub::service_up(self.supervisor.services()));
         if now >= self.next_pump_ns {
             self.pump_logs();
             self.next_pump_ns = now + LOG_PUMP_NS;
@@ -608,7 +614,7 @@ impl Agent {
 
     /// When [`tick`](Self::tick) next has something to do.
     pub fn next_wakeup(&self) -> u64 {
-        let pump = self.next_pump_ns;
+        let pump = self.next_pump_ns.min(self.scrub.next_deadline().unwrap_or(u64::MAX));
         self.supervisor.next_deadline().map_or(pump, |d| d.min(pump))
     }
 

@@ -15,6 +15,7 @@ mod logging;
 mod logs;
 mod node_info;
 mod nonce;
+mod scrub;
 mod server;
 mod settings;
 mod state;

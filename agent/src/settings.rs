@@ -1,9 +1,11 @@
 //! What the agent is told: its command line (paths, mostly for tests) and
-//! the `basalt.*` keys of the kernel command line (channels, node id).
+//! the `basalt.*` keys of the kernel command line (channels, node id,
+//! scrub rate).
 //!
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
 
+use crate::scrub;
 use basalt_common::cmdline::{self, Param};
 use basalt_common::config::check_node_id;
 use std::path::{Path, PathBuf};
@@ -173,6 +175,8 @@ pub struct BootParams {
     pub vsock_port: Option<u32>,
     /// `basalt.node=`, unchecked (identity.rs decides what it is worth).
     pub node: Option<String>,
+    /// `basalt.scrub_rate=`, in bytes per second; `None` when off.
+    pub scrub_rate: Option<u64>,
 }
 
 /// Reads the agent's keys from a kernel command line. Returns the values and
@@ -216,11 +220,20 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             warnings.push(format!("basalt.node: {why}"));
         }
     }
+    let scrub_rate = match value("basalt.scrub_rate").map(|v| scrub::parse_rate(&v)) {
+        None => Some(scrub::DEFAULT_RATE),
+        Some(Ok(rate)) => rate,
+        Some(Err(why)) => {
+            warnings.push(format!("{why}; using 8"));
+            Some(scrub::DEFAULT_RATE)
+        }
+    };
     (
         BootParams {
             serial,
             vsock_port,
             node,
+            scrub_rate,
         },
         warnings,
     )
@@ -229,6 +242,8 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EIGHT: Option<u64> = Some(8 << 20);
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -285,6 +300,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                 },
                 0,
             ),
@@ -294,6 +310,7 @@ mod tests {
                     serial: None,
                     vsock_port: None,
                     node: Some("n1".into()),
+                    scrub_rate: EIGHT,
                 },
                 0,
             ),
@@ -303,6 +320,7 @@ mod tests {
                     serial: dev("/dev/hvc1"),
                     vsock_port: Some(5000),
                     node: None,
+                    scrub_rate: EIGHT,
                 },
                 0,
             ),
@@ -312,6 +330,7 @@ mod tests {
                     serial: dev("/dev/pts/3"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                 },
                 0,
             ),
@@ -321,6 +340,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                 },
                 2,
             ),
@@ -330,6 +350,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: Some("bad/id".into()),
+                    scrub_rate: EIGHT,
                 },
                 2,
             ),
@@ -339,6 +360,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(2),
                     node: None,
+                    scrub_rate: EIGHT,
                 },
                 0,
             ),
@@ -347,6 +369,27 @@ mod tests {
             let (got, warned) = boot_params(line);
             assert_eq!(&got, want, "{line}");
             assert_eq!(warned.len(), *warnings, "{line}: {warned:?}");
+        }
+    }
+
+    #[test]
+    fn scrub_rate_table() {
+        let cases = [
+            ("", EIGHT, None),
+            ("basalt.scrub_rate=0", None, None),
+            ("basalt.scrub_rate=off", None, None),
+            ("basalt.scrub_rate=64", Some(64 << 20), None),
+            ("basalt.scrub_rate=0.5 basalt.scrub_rate=2", Some(2 << 20), None),
+            (
+                "basalt.scrub_rate=fast",
+                EIGHT,
+                Some("basalt.scrub_rate=\"fast\" is not MiB/s (0 to 4096) or \"off\"; using 8"),
+            ),
+        ];
+        for (line, rate, warning) in cases {
+            let (got, warned) = boot_params(line);
+            assert_eq!(got.scrub_rate, rate, "{line}");
+            assert_eq!(warned.first().map(String::as_str), warning, "{line}");
         }
     }
 }

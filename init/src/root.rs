@@ -2,9 +2,9 @@
 //! behind a loop device, or a root slot through dm-verity. What the boot
 //! report says about it.
 
+use crate::boot_report::VerityFacts;
 use crate::image::VerifiedImage;
 use crate::loopdev::LoopDevice;
-use crate::boot_report::VerityFacts;
 use crate::verity::{CheckedSlot, VerityRoot};
 
 /// Held until the handoff: dropping it closes init's own descriptors (the

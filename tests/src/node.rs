@@ -35,15 +35,20 @@ impl Node {
         let scratch = Scratch::new(name);
         let rootfs = test_rootfs(build, &scratch);
         let image = build_image(build, &rootfs, &scratch.0, &ImageOptions::default());
+        let cfg = TestVm::config(build, &image.initramfs, &format!("{AGENT_CMDLINE} {extra_cmdline}"));
+        Node::boot_with(build, name, cfg, scratch)
+    }
+
+    /// Boots `cfg` (the caller's image, disk and command line) with a
+    /// provisioning socket in `scratch`, vsock and a node id, and waits for
+    /// the agent to be ready.
+    pub fn boot_with(build: &Build, name: &str, cfg: VmConfig, scratch: Scratch) -> Node {
         let id = format!(
             "{:08x}-0000-4000-8000-{:012x}",
             std::process::id(),
             name.len() as u64 * 7919
         );
-        let cfg = TestVm::config(build, &image.initramfs, &format!("{AGENT_CMDLINE} {extra_cmdline}"))
-            .prov_socket(scratch.path("prov.sock"))
-            .vsock(4)
-            .uuid(id.clone());
+        let cfg = cfg.prov_socket(scratch.path("prov.sock")).vsock(4).uuid(id.clone());
         let vm = TestVm::boot(build, name, cfg);
         vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
         Node {
