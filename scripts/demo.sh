@@ -2,14 +2,20 @@
 # The `make run` demo: boot a basalt node in QEMU, provision it with a signed
 # config over the serial line, show kubelet running, power it off.
 #
-#   scripts/demo.sh BUILD_DIR
+#   scripts/demo.sh BUILD_DIR            # -kernel/-initrd boot (make run)
+#   scripts/demo.sh BUILD_DIR --disk     # BUILD_DIR/disk.img under OVMF (make run-disk)
 #
 # Everything an operator would type is a basaltctl command below; the guest
 # has no shell. The console goes to BUILD_DIR/run/console.log (and, with
 # DEMO_CONSOLE=1, to this terminal as well).
 set -euo pipefail
 
-build=$(cd "${1:?usage: demo.sh BUILD_DIR}" && pwd)
+build=$(cd "${1:?usage: demo.sh BUILD_DIR [--disk]}" && pwd)
+mode=${2:-kernel}
+case $mode in
+    kernel | --disk) ;;
+    *) echo "usage: demo.sh BUILD_DIR [--disk]" >&2; exit 2 ;;
+esac
 run=$build/run
 bin=$build/bin
 ctl="$bin/basaltctl --endpoint unix:$run/prov.sock"
@@ -40,15 +46,22 @@ wait_console() {
     done
 }
 
-say "Booting basalt in QEMU (no network; console in ${run#$PWD/}/console.log)"
-BASALT_BUILD=$build "$bin/basalt-qemu" --kernel "$build/vmlinuz" --initrd "$build/initramfs.img" \
-    --append "quiet basalt.on_error=poweroff" --prov-socket "$run/prov.sock" \
+if [ "$mode" = --disk ]; then
+    # OVMF boots the disk: systemd-boot, the ROOT-A UKI (its own command
+    # line), dm-verity over the slot. The disk's writes go to an overlay.
+    say "Booting basalt from ${build#$PWD/}/disk.img under OVMF (no network; console in ${run#$PWD/}/console.log)"
+    boot=(--disk "$build/disk.img")
+else
+    say "Booting basalt in QEMU (no network; console in ${run#$PWD/}/console.log)"
+    boot=(--kernel "$build/vmlinuz" --initrd "$build/initramfs.img" --append "quiet basalt.on_error=poweroff")
+fi
+BASALT_BUILD=$build "$bin/basalt-qemu" "${boot[@]}" --prov-socket "$run/prov.sock" \
     --vsock-cid 4 --work-dir "$run/vm" --console-log "$run/console.log" \
     </dev/null >"$run/qemu.out" 2>"$run/qemu.err" &
 qemu_pid=$!
 if [ "${DEMO_CONSOLE:-0}" = 1 ]; then tail -n +1 -F "$run/console.log" 2>/dev/null & fi
-wait_console "handing off to" 120
-grep -h "pid1 phase" "$run/console.log" | sed 's/^/    /'
+wait_console "handing off to" 180
+grep -h "pid1 phase\|through dm-verity" "$run/console.log" | sed 's/^/    /'
 
 say "Waiting for the agent in maintenance mode, over the serial line"
 wait_console "basalt-agent: ready" 60

@@ -20,11 +20,21 @@ want musl-gcc musl-tools
 want openssl openssl
 want file file
 want zstd zstd
-want veritysetup cryptsetup-bin
-want sfdisk fdisk
 # init's device-mapper layout test compiles against the kernel's header.
 [ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs="$need_pkgs linux-libc-dev"
 [ -f /usr/share/qemu/qboot.rom ] || need_pkgs="$need_pkgs qemu-system-data"
+# The disk image (make disk) and booting it under UEFI (make run-disk).
+want_file() { # want_file PATH PACKAGE: for files, and tools in sbin dirs a user's PATH may lack
+    [ -e "$1" ] || need_pkgs="$need_pkgs $2"
+}
+want objcopy binutils
+want mcopy mtools
+want_file /usr/sbin/mkfs.vfat dosfstools
+want_file /usr/sbin/sfdisk fdisk
+want_file /usr/sbin/sgdisk gdisk
+want_file /usr/sbin/veritysetup cryptsetup-bin
+want_file /usr/lib/systemd/boot/efi/linuxx64.efi.stub systemd-boot-efi
+want_file /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 
 if [ -n "$need_pkgs" ]; then
     if [ "$(id -u)" != 0 ]; then

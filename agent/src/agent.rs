@@ -12,6 +12,7 @@ use crate::logging::RateLimit;
 use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, ConnId, NonceBook};
+use crate::persist::Store;
 use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
@@ -22,6 +23,7 @@ use basalt_common::envelope::{SignedEnvelope, VerifyError};
 use basalt_common::json;
 use basalt_common::keys::PublicKey;
 use basalt_common::proto::{self, ErrorCode, Frame, Op, MAX_FRAME};
+use basalt_common::state_record::{Sealed, StateRecord};
 use basalt_common::text::clip;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -113,6 +115,17 @@ pub struct Agent {
     exit_when_stopped: bool,
     state_dirty: bool,
     scrub: Scrub,
+    /// The STATE partition's records: what survives a reboot.
+    store: Store,
+}
+
+/// Where a config being applied comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// An `apply` request: written to the STATE partition before the answer.
+    Request,
+    /// Read back from the STATE partition at boot: already there.
+    Stored,
 }
 
 impl Agent {
@@ -126,6 +139,11 @@ impl Agent {
         };
         let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
         let scrub = Scrub::from_boot_report(read_boot_report(&settings.boot_report()).as_ref(), boot.scrub_rate);
+        let store = Store::open(
+            &boot.state,
+            &settings.node_path("/sys/class/block"),
+            &settings.node_path("/dev"),
+        );
         let mut agent = Agent {
             settings,
             identity,
@@ -144,29 +162,91 @@ impl Agent {
             exit_when_stopped: false,
             state_dirty: false,
             scrub,
+            store,
         };
-        agent.recover();
+        let stored = agent.store.read();
+        if agent.recover() {
+            // An agent restart within a boot: the config in force is the
+            // one this boot applied, which the newest record holds.
+            if let Some((slot, _)) = stored.first() {
+                agent.store.chose(*slot, "in force before the agent restarted".into());
+            }
+        } else {
+            agent.boot_from_store(stored);
+        }
         agent
     }
 
-    fn recover(&mut self) {
+    /// A fresh boot: applies the newest record on the STATE partition that
+    /// passes every check a request would, before any request is read; if
+    /// it fails, the other record; if neither, maintenance mode.
+    fn boot_from_store(&mut self, stored: Vec<(usize, Sealed)>) {
+        let Some(device) = self.store.device().map(|p| p.display().to_string()) else {
+            log::info!("no STATE partition: configs last until the next reboot; starting in maintenance mode");
+            return;
+        };
+        let floors = stored.iter().map(|(_, s)| s.record.generation_floor).max().flatten();
+        let image_floor = stored.iter().map(|(_, s)| s.record.image_version_floor).max().flatten();
+        self.store.keep_floors(floors, image_floor);
+        self.floor = floors;
+        if stored.is_empty() {
+            log::info!("STATE {device} holds no record: starting in maintenance mode");
+            return;
+        }
+        let newest = stored[0].1.seq;
+        for (slot, sealed) in stored {
+            let Some(envelope) = sealed.record.config.clone() else {
+                log::info!(
+                    "STATE {device} slot {slot} (seq {}) holds no config: maintenance mode",
+                    sealed.seq
+                );
+                self.store
+                    .chose(slot, "the newest record, which holds no config".into());
+                return;
+            };
+            match self.accept_config(envelope, clock::now_ns(), Source::Stored) {
+                Ok(result) => {
+                    let why = if sealed.seq == newest {
+                        "the newest valid record".to_string()
+                    } else {
+                        "the newer record was refused".to_string()
+                    };
+                    log::info!(
+                        "booted configured: generation {} from STATE {device} slot {slot} (seq {}, {why})",
+                        result["generation"],
+                        sealed.seq
+                    );
+                    self.store.chose(slot, why);
+                    return;
+                }
+                Err((code, why)) => {
+                    log::error!(
+                        "STATE {device} slot {slot} (seq {}) refused: {code}: {why}; trying the other record",
+                        sealed.seq
+                    );
+                    self.store.refused(slot, format!("{code}: {why}"));
+                }
+            }
+        }
+        log::error!("no record on STATE {device} could be applied: starting in maintenance mode");
+    }
+
+    /// Takes back this boot's tmpfs state. False if there was none.
+    fn recover(&mut self) -> bool {
         let path = self.settings.state_file();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                log::info!("no saved state: starting in maintenance mode");
-                return;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
             Err(e) => {
                 log::error!("cannot read {}: {e}; starting in maintenance mode", path.display());
-                return;
+                return true;
             }
         };
         let saved = match SavedState::parse(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("{} is corrupt ({e}); starting in maintenance mode", path.display());
-                return;
+                return true;
             }
         };
         let shutdown = saved.shutdown;
@@ -182,6 +262,7 @@ impl Agent {
             self.supervisor.stop_all();
             self.state_dirty = true;
         }
+        true
     }
 
     /// Takes back what a previous agent of this boot recorded.
@@ -314,16 +395,28 @@ impl Agent {
     }
 
     fn apply(&mut self, envelope: SignedEnvelope, received_ns: u64) -> Reply {
+        self.refuse_if_shutting_down()?;
+        self.accept_config(envelope, received_ns, Source::Request)
+    }
+
+    /// Checks a config completely, then applies it all or nothing: files,
+    /// hostname, this boot's state file, the STATE record (for a request),
+    /// and only then the services.
+    fn accept_config(&mut self, envelope: SignedEnvelope, received_ns: u64, source: Source) -> Reply {
         let mut stages = Stages::new(received_ns);
         stages.mark("read");
-        self.refuse_if_shutting_down()?;
         let key_id = self.verify(&envelope)?.key_id();
         stages.mark("verify");
         let config = config::parse_config(&envelope.payload).map_err(config_error)?;
         let node = self.node_id()?;
         let ctx = ApplyContext {
             node: &node,
-            applied_generation: self.floor,
+            // A request must be newer than the floor; the record that set
+            // the floor is re-applied at boot, so it may equal it.
+            applied_generation: match source {
+                Source::Request => self.floor,
+                Source::Stored => self.floor.and_then(|f| f.checked_sub(1)),
+            },
         };
         config.check_applicable(&ctx).map_err(config_error)?;
         check_programs(&config)?;
@@ -333,16 +426,23 @@ impl Agent {
         // Nothing has changed yet. From here on each step undoes the ones
         // before it if it fails: stage the files, rename them into place
         // (keeping what they replace), set the hostname, record the new
-        // generation. Only then does anything start or stop.
+        // generation in this boot's state and then on the STATE partition
+        // (flushed: the commit point). Only then does anything start or stop.
         let staged = files::stage(&self.settings.root, &config.files).map_err(file_error)?;
         let committed = staged.commit().map_err(file_error)?;
         let old_hostname = self.current_hostname();
         if let Err(why) = self.set_hostname(&config.hostname) {
             committed.undo();
+            self.restore_hostname(old_hostname);
             return Err((ErrorCode::ApplyFailed, why));
         }
         stages.mark("files");
         let digest = envelope.digest();
+        let record = StateRecord {
+            generation_floor: Some(config.generation),
+            config: Some(envelope.clone()),
+            ..self.store.record().clone()
+        };
         let next = Applied {
             config,
             envelope,
@@ -357,18 +457,25 @@ impl Agent {
         // Recorded before anything starts, so a crash from here on still
         // knows the new generation; tick() starts the services and records
         // their pids at once.
-        if let Err(why) = self.save_state_with(services) {
+        let saved = self.save_state_with(services).and_then(|()| {
+            stages.mark("state");
+            match source {
+                Source::Request => self.store.write(record).map_err(|e| e.to_string()),
+                Source::Stored => Ok(()),
+            }
+        });
+        if let Err(why) = saved {
             (self.floor, self.applied) = previous;
             committed.undo();
-            if let Some(name) = old_hostname {
-                if let Err(e) = self.set_hostname(&name) {
-                    log::error!("cannot restore the hostname after a failed apply: {e}");
-                }
-            }
+            self.restore_hostname(old_hostname);
+            // This boot's state file goes back to the generation in force.
+            let _ = self.save_state();
             return Err((ErrorCode::ApplyFailed, format!("{why}; nothing was changed")));
         }
         committed.keep();
-        stages.mark("state");
+        if source == Source::Request && self.store.persistent() {
+            stages.mark("persist");
+        }
         let Some(applied) = self.applied.as_ref() else {
             return Err((ErrorCode::Internal, "the applied config vanished".into()));
         };
@@ -400,6 +507,23 @@ impl Agent {
             a.stages = stages.done;
         }
         Ok(result)
+    }
+
+    /// Puts back the hostname an apply found (with a hostname file, one
+    /// that did not exist is removed again).
+    fn restore_hostname(&self, old: Option<String>) {
+        let restored = match (old, &self.settings.hostname_file) {
+            (Some(name), _) => self.set_hostname(&name),
+            (None, Some(path)) => match std::fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+            },
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = restored {
+            log::error!("cannot restore the hostname after a failed apply: {e}");
+        }
     }
 
     /// The hostname as it is now, to put back if an apply fails.
@@ -457,6 +581,15 @@ impl Agent {
         // agent (it is logged, and retried each tick); only a crash before
         // it ends would lose it.
         let _ = self.save_state();
+        // The kind of the last accepted shutdown, on STATE for the next boot
+        // to see; best effort, like the line above.
+        let record = StateRecord {
+            last_shutdown: Some(shutdown.as_str().to_string()),
+            ..self.store.record().clone()
+        };
+        if let Err(e) = self.store.write(record) {
+            log::error!("{e}; the {} goes ahead", shutdown.as_str());
+        }
         Ok(json!({"accepted": shutdown.as_str(), "stopping": stopping}))
     }
 
@@ -534,6 +667,7 @@ impl Agent {
                 "stages_ms": (!a.stages.is_empty()).then(|| Stages::to_json(&a.stages)),
             })),
             "generation_floor": self.floor,
+            "persistence": self.store.status(),
             "services": self.supervisor.status(now),
             "apply_to_exec_ms": self.supervisor.apply_to_exec(),
             "agent_peak_rss_kib": node_info::peak_rss_kib(&self.settings.proc_path("self/status")),
@@ -714,12 +848,24 @@ fn check_programs(config: &Config) -> Result<(), (ErrorCode, String)> {
     use std::os::unix::fs::PermissionsExt;
     for s in &config.services {
         let program = &s.exec[0];
+        let path = format!("$.services[?(@.name=={:?})].exec[0]", s.name);
         let why = match std::fs::metadata(program) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => continue,
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                // A symlink on the root may still lead to a writable mount.
+                let resolved = std::fs::canonicalize(program).unwrap_or_else(|_| program.into());
+                match config::check_program_on_root(&resolved.to_string_lossy()) {
+                    Ok(()) => continue,
+                    Err(what) => {
+                        return Err((
+                            ErrorCode::InvalidConfig,
+                            format!("{path}: {program} resolves to {what}"),
+                        ))
+                    }
+                }
+            }
             Ok(_) => "is not an executable file",
             Err(_) => "does not exist on this node",
         };
-        let path = format!("$.services[?(@.name=={:?})].exec[0]", s.name);
         return Err((ErrorCode::InvalidConfig, format!("{path}: {program} {why}")));
     }
     Ok(())

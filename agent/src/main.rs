@@ -6,6 +6,8 @@
 //! config's files and starts and supervises its services. See
 //! docs/protocol.md and docs/config.md.
 #![deny(unsafe_code)]
+// A node program that panics takes the node down: failures are values.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agent;
 mod clock;
@@ -15,12 +17,13 @@ mod logging;
 mod logs;
 mod node_info;
 mod nonce;
+mod persist;
 mod scrub;
 mod server;
 mod settings;
 mod state;
 mod supervisor;
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "the sys module holds all of this crate's unsafe code")]
 mod sys;
 mod trust;
 

@@ -5,6 +5,7 @@
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
 
+use crate::persist::device::{StateSource, DEFAULT_LABEL};
 use crate::scrub;
 use basalt_common::cmdline::{self, Param};
 use basalt_common::config::check_node_id;
@@ -177,6 +178,8 @@ pub struct BootParams {
     pub node: Option<String>,
     /// `basalt.scrub_rate=`, in bytes per second; `None` when off.
     pub scrub_rate: Option<u64>,
+    /// `basalt.state=`: where configs persist across reboots.
+    pub state: StateSource,
 }
 
 /// Reads the agent's keys from a kernel command line. Returns the values and
@@ -228,12 +231,20 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             Some(scrub::DEFAULT_RATE)
         }
     };
+    let state = match value("basalt.state") {
+        None => StateSource::default(),
+        Some(v) => StateSource::parse(&v).unwrap_or_else(|why| {
+            warnings.push(format!("basalt.state: {why}; using partlabel:{DEFAULT_LABEL}"));
+            StateSource::default()
+        }),
+    };
     (
         BootParams {
             serial,
             vsock_port,
             node,
             scrub_rate,
+            state,
         },
         warnings,
     )
@@ -301,6 +312,7 @@ mod tests {
                     vsock_port: Some(1024),
                     node: None,
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -311,6 +323,7 @@ mod tests {
                     vsock_port: None,
                     node: Some("n1".into()),
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -321,6 +334,7 @@ mod tests {
                     vsock_port: Some(5000),
                     node: None,
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -331,6 +345,7 @@ mod tests {
                     vsock_port: Some(1024),
                     node: None,
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 0,
             ),
@@ -341,6 +356,7 @@ mod tests {
                     vsock_port: Some(1024),
                     node: None,
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 2,
             ),
@@ -351,6 +367,7 @@ mod tests {
                     vsock_port: Some(1024),
                     node: Some("bad/id".into()),
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 2,
             ),
@@ -361,6 +378,7 @@ mod tests {
                     vsock_port: Some(2),
                     node: None,
                     scrub_rate: EIGHT,
+                    state: StateSource::default(),
                 },
                 0,
             ),

@@ -284,6 +284,19 @@ fn parse_files(items: &[Value], path: &str) -> Result<Vec<FileSpec>, JsonError> 
     Ok(files)
 }
 
+/// A service runs only code from the verified root: a program under a
+/// writable mount (which a config can write) is refused, so a config cannot
+/// write a file and then run it. The agent checks the resolved path too.
+pub fn check_program_on_root(program: &str) -> Result<(), String> {
+    match WRITABLE_ROOTS.iter().find(|w| program == **w || is_beneath(program, w)) {
+        Some(w) => Err(format!(
+            "program {:?} is under {w}, a writable mount; services run only programs from the verified root image",
+            clip(program)
+        )),
+        None => Ok(()),
+    }
+}
+
 fn is_beneath(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
@@ -455,6 +468,9 @@ fn parse_service(item: &Value, at: &str) -> Result<ServiceSpec, JsonError> {
                 &arg_path,
                 format!("program {:?} must be an absolute path", clip(arg)),
             ));
+        }
+        if i == 0 {
+            check_program_on_root(arg).map_err(|what| JsonError::new(&arg_path, what))?;
         }
         exec.push(arg.to_string());
     }

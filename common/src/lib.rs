@@ -20,4 +20,5 @@ pub mod pem;
 pub mod procfs;
 pub mod proto;
 pub mod splitmix;
+pub mod state_record;
 pub mod text;

@@ -2,6 +2,8 @@
 //! step lives in the module named for it. Everything that can be is a pure
 //! function with unit tests; the rest is exercised by the QEMU suite.
 #![deny(unsafe_code)]
+// A node program that panics takes the node down: failures are values.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod boot;
 pub mod boot_params;

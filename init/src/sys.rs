@@ -3,7 +3,7 @@
 //! Most syscalls go through nix, which is safe; what is here is what nix does
 //! not wrap: the loop-device and device-mapper ioctls, BLKGETSIZE64 and
 //! sigtimedwait.
-#![allow(unsafe_code)]
+#![allow(unsafe_code, reason = "the sys module holds all of this crate's unsafe code")]
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -251,6 +251,8 @@ mod tests {
     fn child_starts_with_an_empty_signal_mask() {
         // The mask is per thread and fork copies the calling thread's: block
         // SIGTERM in this test thread, spawn, and read the child's SigBlk.
+        // SAFETY: an all-zero sigset_t is a valid value; sigemptyset below
+        // sets it properly.
         let mut block: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: plain libc calls on a local sigset.
         unsafe {

@@ -334,6 +334,34 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, BuildError> {
     })
 }
 
+/// Checks that the kernel has what basalt needs, then names its release and
+/// the modules to pack, in load order.
+pub fn kernel_modules(
+    kconfig_path: &Path,
+    fragment_path: &Path,
+    modules_dir: &Path,
+) -> Result<(String, Vec<ModuleFile>), BuildError> {
+    // The kernel must have what basalt needs before anything is made for it.
+    let findings = check_options(kconfig_path, fragment_path)?;
+    let missing: Vec<String> = findings
+        .iter()
+        .filter(|f| f.is_missing())
+        .map(|f| f.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BuildError::KernelOptions {
+            path: kconfig_path.to_path_buf(),
+            missing,
+        });
+    }
+    let release = kernel_release(modules_dir)?;
+    let index = ModuleIndex::scan(modules_dir).map_err(BuildError::Modules)?;
+    let modules = index
+        .resolve(&kconfig::wanted_modules(&findings), &release)
+        .map_err(BuildError::Modules)?;
+    Ok((release, modules))
+}
+
 /// Builds the initramfs `spec` describes, signing its manifest with `key`.
 pub fn build(spec: &BuildSpec, key: &SigningKey) -> Result<BuildReport, BuildError> {
     let time = spec.source_date_epoch.unwrap_or(0);
@@ -344,24 +372,7 @@ pub fn build(spec: &BuildSpec, key: &SigningKey) -> Result<BuildReport, BuildErr
         return Err(BuildError::ImageNowhere);
     }
 
-    // The kernel must have what basalt needs before anything is made for it.
-    let findings = check_options(&spec.kconfig, &spec.fragment)?;
-    let missing: Vec<String> = findings
-        .iter()
-        .filter(|f| f.is_missing())
-        .map(|f| f.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    if !missing.is_empty() {
-        return Err(BuildError::KernelOptions {
-            path: spec.kconfig.clone(),
-            missing,
-        });
-    }
-    let release = kernel_release(&spec.modules_dir)?;
-    let index = ModuleIndex::scan(&spec.modules_dir).map_err(BuildError::Modules)?;
-    let modules = index
-        .resolve(&kconfig::wanted_modules(&findings), &release)
-        .map_err(BuildError::Modules)?;
+    let (release, modules) = kernel_modules(&spec.kconfig, &spec.fragment, &spec.modules_dir)?;
 
     // The image: made from the rootfs (into --image-out, or a temporary file
     // beside --out), or taken as given.
@@ -423,7 +434,7 @@ pub fn build(spec: &BuildSpec, key: &SigningKey) -> Result<BuildReport, BuildErr
 }
 
 /// Removes the file when dropped, on success and on every error path.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -431,7 +442,7 @@ impl Drop for TempFile {
     }
 }
 
-fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
+pub(crate) fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
     let same = match (std::fs::canonicalize(from), std::fs::canonicalize(to)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -449,7 +460,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), BuildError> {
 }
 
 /// manifest.json and manifest.sig as packed, and image.pub to check them with.
-fn write_manifest_copy(dir: &Path, signed: &SignedManifest, key: &SigningKey) -> Result<(), BuildError> {
+pub(crate) fn write_manifest_copy(dir: &Path, signed: &SignedManifest, key: &SigningKey) -> Result<(), BuildError> {
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|source| BuildError::WriteManifest { path, source })

@@ -10,11 +10,15 @@
 
 pub mod assemble;
 pub mod cpio;
+pub mod disk;
+pub mod esp;
 pub mod image;
 pub mod kconfig;
 pub mod modinfo;
 pub mod modules;
 pub mod squashfs;
+pub mod tools;
+pub mod uki;
 
 pub use assemble::{build, kernel_check, BuildError, BuildReport, BuildSpec, RootSource};
 pub use image::{pack_initramfs, pack_initramfs_file, Compression, Content, InitramfsParts};

@@ -6,6 +6,7 @@ use basalt_common::manifest::DEFAULT_HANDOFF;
 use basalt_mkimage::assemble::{self, BuildSpec, RootSource};
 use basalt_mkimage::image::{self, Compression};
 use basalt_mkimage::squashfs;
+use basalt_mkimage::{disk, esp, uki};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -16,9 +17,16 @@ const USAGE: &str = "usage:
                        --kconfig FILE --fragment FILE --key FILE --version STR
                        [--handoff PATH] [--compress none|gzip] [--no-embed-image]
                        [--image-out FILE] [--manifest-out DIR] --out FILE
+  basalt-mkimage disk --init FILE (--rootfs DIR | --squashfs FILE) --modules-dir DIR
+                      --kconfig FILE --fragment FILE --key FILE --version STR --kernel FILE
+                      [--handoff PATH] [--slot-size SIZE] [--esp-size SIZE] [--state-size SIZE]
+                      [--salt HEX] [--fill-b] [--append STR] [--stub FILE] [--loader FILE]
+                      [--parts-dir DIR] --out FILE
   basalt-mkimage kernel-check --kconfig FILE --fragment FILE [--modules-dir DIR]
   basalt-mkimage squashfs --rootfs DIR --out FILE
 
+disk writes a GPT disk image: ESP (systemd-boot, one UKI per filled slot), ROOT-A,
+ROOT-B (empty unless --fill-b), STATE. SIZE is bytes or N[KMG]; defaults 256M, 128M, 16M.
 Timestamps in the output are SOURCE_DATE_EPOCH when set, else 0.";
 
 fn main() -> ExitCode {
@@ -41,6 +49,7 @@ fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     };
     match command.to_str() {
         Some("build") => build(Flags::parse(rest, BUILD_VALUES, &["--no-embed-image"])?),
+        Some("disk") => disk(Flags::parse(rest, DISK_VALUES, &["--fill-b"])?),
         Some("kernel-check") => kernel_check(Flags::parse(rest, &["--kconfig", "--fragment", "--modules-dir"], &[])?),
         Some("squashfs") => make_squashfs(Flags::parse(rest, &["--rootfs", "--out"], &[])?),
         Some("help") => {
@@ -71,15 +80,7 @@ const BUILD_VALUES: &[&str] = &[
 ];
 
 fn build(mut flags: Flags) -> Result<ExitCode, String> {
-    let root = match (flags.take("--rootfs"), flags.take("--squashfs")) {
-        (Some(dir), None) => RootSource::Rootfs(dir.into()),
-        (None, Some(file)) => RootSource::Squashfs(file.into()),
-        _ => {
-            return Err(
-                "reading arguments: --rootfs, --squashfs: give exactly one (see basalt-mkimage --help)".to_string(),
-            )
-        }
-    };
+    let root = root_source(&mut flags)?;
     let compression: Compression = match flags.take_str("--compress")? {
         None => Compression::None,
         Some(c) => c.parse().map_err(|e| format!("reading arguments: --compress: {e}"))?,
@@ -130,6 +131,132 @@ fn build(mut flags: Flags) -> Result<ExitCode, String> {
         spec.compression
     );
     Ok(ExitCode::SUCCESS)
+}
+
+const DISK_VALUES: &[&str] = &[
+    "--init",
+    "--rootfs",
+    "--squashfs",
+    "--modules-dir",
+    "--kconfig",
+    "--fragment",
+    "--key",
+    "--version",
+    "--kernel",
+    "--handoff",
+    "--slot-size",
+    "--esp-size",
+    "--state-size",
+    "--salt",
+    "--append",
+    "--stub",
+    "--loader",
+    "--parts-dir",
+    "--out",
+];
+
+fn disk(mut flags: Flags) -> Result<ExitCode, String> {
+    let root = root_source(&mut flags)?;
+    let mut size = |flag: &str, default: u64| -> Result<u64, String> {
+        match flags.take_str(flag)? {
+            None => Ok(default),
+            Some(text) => disk::parse_size(&text).filter(|n| *n > 0).ok_or_else(|| {
+                format!("reading arguments: {flag}: {text:?} is not a size (bytes, or N with K, M or G)")
+            }),
+        }
+    };
+    let slot_size = size("--slot-size", disk::DEFAULT_SLOT_SIZE)?;
+    let esp_size = size("--esp-size", disk::DEFAULT_ESP_SIZE)?;
+    let state_size = size("--state-size", disk::DEFAULT_STATE_SIZE)?;
+    let salt = match flags.take_str("--salt")? {
+        None => None,
+        Some(text) => Some(
+            hex::decode(&text)
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+                .ok_or_else(|| format!("reading arguments: --salt: {text:?} is not 1 to 256 bytes of hex"))?,
+        ),
+    };
+    let key_path = flags.path("--key")?;
+    let spec = disk::DiskSpec {
+        init: flags.path("--init")?,
+        root,
+        modules_dir: flags.path("--modules-dir")?,
+        kconfig: flags.path("--kconfig")?,
+        fragment: flags.path("--fragment")?,
+        kernel: flags.path("--kernel")?,
+        stub: flags
+            .take("--stub")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| uki::DEFAULT_STUB.into()),
+        loader: flags
+            .take("--loader")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| esp::DEFAULT_LOADER.into()),
+        version: flags.take_str("--version")?.ok_or_else(|| missing("--version"))?,
+        handoff: flags
+            .take_str("--handoff")?
+            .unwrap_or_else(|| DEFAULT_HANDOFF.to_string()),
+        slot_size,
+        esp_size,
+        state_size,
+        salt,
+        fill_b: flags.switch("--fill-b"),
+        append: flags.take_str("--append")?,
+        parts_dir: flags.take("--parts-dir").map(PathBuf::from),
+        out: flags.path("--out")?,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let key = assemble::read_signing_key(&key_path).map_err(|e| e.to_string())?;
+    let report = disk::build_disk(&spec, &key).map_err(|e| e.to_string())?;
+
+    let image = &report.manifest.image;
+    println!(
+        "root image  {} bytes, sha256 {}",
+        image.size,
+        hex::encode(&image.sha256)
+    );
+    if let Some(v) = &report.manifest.verity {
+        println!(
+            "verity      {} data blocks, {} hash blocks at offset {}, root hash {}, salt {}",
+            v.data_blocks,
+            v.hash_blocks,
+            v.hash_offset,
+            hex::encode(&v.root_hash),
+            hex::encode(&v.salt)
+        );
+    }
+    let names: Vec<&str> = report.modules.iter().map(|m| m.name.as_str()).collect();
+    println!("modules     {} in load order: {}", names.len(), names.join(" "));
+    println!("signed by   {}", key.public_key().key_id());
+    println!("initramfs   {} bytes (in each UKI)", report.initramfs_size);
+    for (name, size) in &report.ukis {
+        println!("uki         /EFI/Linux/{name} ({size} bytes)");
+    }
+    for (i, p) in report.gpt.partitions.iter().enumerate() {
+        println!(
+            "partition   {} {:<7} {} LBA {}..={} ({} MiB)",
+            i + 1,
+            p.name,
+            p.type_guid,
+            p.first_lba,
+            p.last_lba,
+            p.size_bytes() >> 20
+        );
+    }
+    println!(
+        "disk        {} ({} bytes)",
+        spec.out.display(),
+        report.gpt.total_sectors * 512
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn root_source(flags: &mut Flags) -> Result<RootSource, String> {
+    match (flags.take("--rootfs"), flags.take("--squashfs")) {
+        (Some(dir), None) => Ok(RootSource::Rootfs(dir.into())),
+        (None, Some(file)) => Ok(RootSource::Squashfs(file.into())),
+        _ => Err("reading arguments: --rootfs, --squashfs: give exactly one (see basalt-mkimage --help)".to_string()),
+    }
 }
 
 fn kernel_check(mut flags: Flags) -> Result<ExitCode, String> {

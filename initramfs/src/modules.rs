@@ -374,18 +374,18 @@ fn read_depends(path: &Path, name: &str, release: &str) -> Result<Vec<String>, M
             found: info.vermagic().map(str::to_string),
         });
     }
+    // `depends=` names some modules by their file name (dm-verity.ko says
+    // `depends=reed_solomon,dm-mod,dm-bufio`); the kernel treats - and _ alike.
     let mut needs = Vec::new();
     for dep in info.depends() {
-        // The kernel treats - and _ in module names alike, and some modules
-        // spell their dependencies with dashes (dm-verity: "dm-bufio,dm-mod").
-        let normalised = dep.replace('-', "_");
-        if !valid_module_name(&normalised) {
+        let normal = dep.replace('-', "_");
+        if !valid_module_name(&normal) {
             return Err(ModulesError::BadDependency {
                 path: path.to_path_buf(),
                 dependency: dep.to_string(),
             });
         }
-        needs.push(normalised);
+        needs.push(normal);
     }
     Ok(needs)
 }
@@ -642,10 +642,13 @@ mod tests {
                     &format!("name=dm_mod\0depends=crc_t10dif\0{VM}"),
                 ),
                 (
+                    "drivers/md/dm-bufio.ko",
+                    &format!("name=dm_bufio\0depends=dm-mod\0{VM}"),
+                ),
+                (
                     "drivers/md/dm-verity.ko",
                     &format!("name=dm_verity\0depends=dm-bufio,dm-mod\0{VM}"),
                 ),
-                ("drivers/md/dm-bufio.ko", &format!("name=dm_bufio\0depends=\0{VM}")),
                 ("unrelated/readme.txt", "x"),
             ],
             "kernel/lib/crc-t10dif.ko\n",
@@ -658,11 +661,15 @@ mod tests {
             .unwrap();
         let got: Vec<&str> = got.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(got, ["dm_mod", "virtio_ring", "virtio"]);
+        // A dependency named with a dash, as dm-bufio.ko names dm-mod.
+        let got = index.resolve(&names(&["dm_bufio"]), "6.1.0-test").unwrap();
+        let got: Vec<&str> = got.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(got, ["dm_mod", "dm_bufio"]);
         let got = index.resolve(&names(&["dm_verity"]), "6.1.0-test").unwrap();
         let got: Vec<&str> = got.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             got,
-            ["dm_bufio", "dm_mod", "dm_verity"],
+            ["dm_mod", "dm_bufio", "dm_verity"],
             "dashed depends= read as names"
         );
 

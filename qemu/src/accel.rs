@@ -148,6 +148,14 @@ fn auto(cfg: &VmConfig, boot: ProbeBoot) -> AccelChoice {
             return choice;
         }
     }
+    // The probe boots a bare kernel; a UEFI boot has none (and its answer
+    // is not cached, so a later -kernel boot still probes).
+    if cfg.uefi.is_some() {
+        return AccelChoice {
+            accel: Accelerator::Tcg,
+            reason: "UEFI boot: no kernel to probe kvm with (BASALT_ACCEL=kvm forces it)".into(),
+        };
+    }
     let choice = probe_kvm(cfg, boot);
     if let Some(cache) = &cfg.accel_cache {
         // Best effort: without the file the next process probes again.

@@ -17,6 +17,8 @@ pub struct LaunchPlan {
     /// The vhost-user socket of a running vhost-device-vsock, `None` for no
     /// vsock device.
     pub vhost_socket: Option<PathBuf>,
+    /// This VM's copy of the OVMF variable store (UEFI boot only).
+    pub uefi_vars: Option<PathBuf>,
 }
 
 /// The arguments after `qemu-system-x86_64`.
@@ -40,8 +42,20 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
     if let Some(uuid) = &cfg.uuid {
         args.pair("-uuid", uuid);
     }
-    if let Some(firmware) = &plan.firmware {
-        args.pair("-bios", firmware);
+    // UEFI: OVMF's code read-only, its variables in this VM's own copy.
+    match (&cfg.uefi, &plan.uefi_vars) {
+        (Some(uefi), Some(vars)) => {
+            args.pair(
+                "-drive",
+                opt_list(&["if=pflash,format=raw,readonly=on,file="], &uefi.code, ""),
+            );
+            args.pair("-drive", opt_list(&["if=pflash,format=raw,file="], vars, ""));
+        }
+        _ => {
+            if let Some(firmware) = &plan.firmware {
+                args.pair("-bios", firmware);
+            }
+        }
     }
     // No default devices (VGA, NIC, CD-ROM, serial, monitor): everything the
     // guest sees is listed below. `-nic none` and `-monitor none` say so
@@ -75,6 +89,13 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
         args.pair("-chardev", opt_list(&["socket,id=vs,path="], sock, ""));
         args.pair("-device", "vhost-user-vsock-pci,chardev=vs");
     }
+    if let Some(uefi) = &cfg.uefi {
+        let mode = if uefi.writable { "" } else { ",snapshot=on" };
+        args.pair(
+            "-drive",
+            opt_list(&["file="], &uefi.disk, &format!(",format=raw,if=virtio{mode}")),
+        );
+    }
     for disk in &cfg.disks {
         args.pair(
             "-drive",
@@ -82,11 +103,14 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
         );
     }
 
-    args.pair("-kernel", &cfg.kernel);
-    if let Some(initrd) = &cfg.initrd {
-        args.pair("-initrd", initrd);
+    // The firmware boots the disk, with the UKI's own command line.
+    if cfg.uefi.is_none() {
+        args.pair("-kernel", &cfg.kernel);
+        if let Some(initrd) = &cfg.initrd {
+            args.pair("-initrd", initrd);
+        }
+        args.pair("-append", cfg.cmdline());
     }
-    args.pair("-append", cfg.cmdline());
     args.0
 }
 
@@ -129,6 +153,7 @@ mod tests {
             accel,
             firmware: qboot.then(|| PathBuf::from("/q/qboot.rom")),
             vhost_socket: vsock.then(|| PathBuf::from("/w/vhost.sock")),
+            uefi_vars: None,
         }
     }
 
@@ -205,6 +230,43 @@ mod tests {
                     "-machine q35 -accel tcg -cpu max -smp 1 -m 512M {COMMON} \
                      -chardev stdio,id=con,signal=off -serial chardev:con \
                      -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 panic=-1"
+                ),
+            ),
+            (
+                "uefi: pflash code and vars, the disk first and writable only when asked",
+                VmConfig::uefi("/b/disk.img").disk("/d/extra.img").append("ignored=1"),
+                LaunchPlan {
+                    uefi_vars: Some(PathBuf::from("/w/OVMF_VARS.fd")),
+                    ..plan(Accelerator::Tcg, true, false)
+                },
+                format!(
+                    "-machine q35 -accel tcg -cpu max -smp 1 -m 512M \
+                     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+                     -drive if=pflash,format=raw,file=/w/OVMF_VARS.fd {COMMON} \
+                     -chardev stdio,id=con,signal=off -serial chardev:con \
+                     -drive file=/b/disk.img,format=raw,if=virtio,snapshot=on \
+                     -drive file=/d/extra.img,format=raw,if=virtio,readonly=on"
+                ),
+            ),
+            (
+                "uefi, writable disk",
+                {
+                    let mut cfg = VmConfig::uefi("/b/disk.img");
+                    if let Some(u) = cfg.uefi.as_mut() {
+                        u.writable = true;
+                    }
+                    cfg
+                },
+                LaunchPlan {
+                    uefi_vars: Some(PathBuf::from("/w/vars")),
+                    ..plan(Accelerator::Tcg, false, false)
+                },
+                format!(
+                    "-machine q35 -accel tcg -cpu max -smp 1 -m 512M \
+                     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+                     -drive if=pflash,format=raw,file=/w/vars {COMMON} \
+                     -chardev stdio,id=con,signal=off -serial chardev:con \
+                     -drive file=/b/disk.img,format=raw,if=virtio"
                 ),
             ),
         ];

@@ -10,9 +10,12 @@ pub const USAGE: &str = "\
 usage: basalt-qemu --kernel FILE [--initrd FILE] [--append PARAMS]... [--mem MIB] [--cpus N]
                    [--accel auto|kvm|tcg] [--console-log FILE] [--prov-socket PATH]
                    [--vsock-cid CID] [--work-dir DIR] [--disk FILE]... [--uuid UUID]
+       basalt-qemu [--ovmf] --disk FILE [--disk FILE]... [--writable] [options as above]
 
 Boots the kernel in the foreground with the console (ttyS0) on this terminal
-and exits with QEMU's status. --prov-socket puts the guest's ttyS1 on a unix
+and exits with QEMU's status. Without --kernel (or with --ovmf), OVMF boots
+the first --disk (a GPT image, e.g. build/disk.img) with the command line of
+its UKI; the guest's writes to it are discarded unless --writable. --prov-socket puts the guest's ttyS1 on a unix
 socket; --vsock-cid starts vhost-device-vsock with its sockets in --work-dir
 (default: a temp dir). --uuid sets the SMBIOS system UUID the guest sees
 (default: random). BASALT_ACCEL=auto|kvm|tcg overrides --accel.";
@@ -31,6 +34,9 @@ pub struct Cli {
     pub work_dir: Option<PathBuf>,
     pub disks: Vec<PathBuf>,
     pub uuid: Option<String>,
+    /// Boot the first disk under OVMF.
+    pub ovmf: bool,
+    pub writable: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -42,17 +48,23 @@ pub enum Parsed {
 #[derive(Debug, PartialEq, Eq)]
 pub enum UsageError {
     MissingKernel,
+    /// --ovmf with --kernel, or --writable without a UEFI boot.
+    Conflict(&'static str),
     UnknownArgument(String),
     MissingValue(&'static str),
     NotUnicode(&'static str),
-    BadNumber { flag: &'static str, value: String },
+    BadNumber {
+        flag: &'static str,
+        value: String,
+    },
     BadAccel(String),
 }
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UsageError::MissingKernel => write!(f, "--kernel is required"),
+            UsageError::MissingKernel => write!(f, "--kernel or --disk is required"),
+            UsageError::Conflict(what) => write!(f, "{what}"),
             UsageError::UnknownArgument(arg) => write!(f, "unknown argument {arg:?}"),
             UsageError::MissingValue(flag) => write!(f, "{flag} needs a value"),
             UsageError::NotUnicode(flag) => write!(f, "the value of {flag} is not valid UTF-8"),
@@ -100,6 +112,17 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Us
             ),
             _ => (text.clone(), None),
         };
+        match (name.as_str(), &inline) {
+            ("--ovmf", None) => {
+                cli.ovmf = true;
+                continue;
+            }
+            ("--writable", None) => {
+                cli.writable = true;
+                continue;
+            }
+            _ => {}
+        }
         let Some(&flag) = FLAGS.iter().find(|&&f| f == name) else {
             return Err(UsageError::UnknownArgument(text));
         };
@@ -134,13 +157,32 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Us
             _ => unreachable!("every name in FLAGS has an arm"),
         }
     }
-    cli.kernel = kernel.ok_or(UsageError::MissingKernel)?;
+    match kernel {
+        Some(_) if cli.ovmf => return Err(UsageError::Conflict("--ovmf boots a --disk: give no --kernel")),
+        Some(k) => cli.kernel = k,
+        None if cli.disks.is_empty() => return Err(UsageError::MissingKernel),
+        None => cli.ovmf = true,
+    }
+    if cli.writable && !cli.ovmf {
+        return Err(UsageError::Conflict(
+            "--writable is for the UEFI boot disk: give no --kernel",
+        ));
+    }
     Ok(Parsed::Run(Box::new(cli)))
 }
 
 /// The VM the command line describes, console on this terminal.
-pub fn to_config(cli: Cli) -> VmConfig {
-    let mut cfg = VmConfig::new(cli.kernel).console(Console::Stdio);
+pub fn to_config(mut cli: Cli) -> VmConfig {
+    let mut cfg = if cli.ovmf && !cli.disks.is_empty() {
+        let mut cfg = VmConfig::uefi(cli.disks.remove(0));
+        if let Some(uefi) = cfg.uefi.as_mut() {
+            uefi.writable = cli.writable;
+        }
+        cfg
+    } else {
+        VmConfig::new(cli.kernel)
+    }
+    .console(Console::Stdio);
     cfg.initrd = cli.initrd;
     for params in &cli.append {
         cfg = cfg.append(params);
@@ -186,6 +228,8 @@ mod tests {
             work_dir: Some("/w".into()),
             disks: vec!["d1".into(), "d2".into()],
             uuid: Some("u".into()),
+            ovmf: false,
+            writable: false,
         };
         let cases: Vec<(Vec<&str>, Result<Parsed, UsageError>)> = vec![
             (
@@ -232,6 +276,39 @@ mod tests {
                     append: vec!["x=y".into()],
                     ..Cli::default()
                 }))),
+            ),
+            (
+                vec!["--disk", "d.img", "--mem=256"],
+                Ok(Parsed::Run(Box::new(Cli {
+                    disks: vec!["d.img".into()],
+                    mem_mib: Some(256),
+                    ovmf: true,
+                    ..Cli::default()
+                }))),
+            ),
+            (
+                vec!["--ovmf", "--disk", "d.img", "--writable"],
+                Ok(Parsed::Run(Box::new(Cli {
+                    disks: vec!["d.img".into()],
+                    ovmf: true,
+                    writable: true,
+                    ..Cli::default()
+                }))),
+            ),
+            (
+                vec!["--ovmf", "--kernel", "k", "--disk", "d"],
+                Err(UsageError::Conflict("--ovmf boots a --disk: give no --kernel")),
+            ),
+            (
+                vec!["--kernel", "k", "--writable"],
+                Err(UsageError::Conflict(
+                    "--writable is for the UEFI boot disk: give no --kernel",
+                )),
+            ),
+            (vec!["--ovmf"], Err(UsageError::MissingKernel)),
+            (
+                vec!["--ovmf=1", "--disk", "d"],
+                Err(UsageError::UnknownArgument("--ovmf=1".into())),
             ),
             (vec!["--kernel", "k", "--help"], Ok(Parsed::Help)),
             (vec!["-h"], Ok(Parsed::Help)),
@@ -292,5 +369,16 @@ mod tests {
         assert_eq!(cfg.disks, vec![PathBuf::from("d")]);
         assert_eq!(cfg.console, Console::Stdio);
         assert_eq!(cfg.accel, Accel::Auto);
+        assert_eq!(cfg.uefi, None);
+
+        let Ok(Parsed::Run(cli)) = parse(&["--disk", "boot.img", "--disk", "extra.img"]) else {
+            panic!("should parse");
+        };
+        let cfg = to_config(*cli);
+        let uefi = cfg.uefi.clone().unwrap();
+        assert_eq!(uefi.disk, PathBuf::from("boot.img"));
+        assert!(!uefi.writable);
+        assert_eq!(uefi.code, PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd"));
+        assert_eq!(cfg.disks, vec![PathBuf::from("extra.img")]);
     }
 }

@@ -20,6 +20,15 @@ pub enum QemuError {
     DiskMissing {
         path: PathBuf,
     },
+    /// OVMF's code or variable store is not there.
+    FirmwareMissing {
+        path: PathBuf,
+    },
+    CopyUefiVars {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
     /// A program was not found; `hint` says how to install it.
     ProgramNotFound {
         program: &'static str,
@@ -119,6 +128,17 @@ impl fmt::Display for QemuError {
             ),
             InitrdMissing { path } => write!(f, "initrd {} does not exist", path.display()),
             DiskMissing { path } => write!(f, "disk image {} does not exist", path.display()),
+            FirmwareMissing { path } => write!(
+                f,
+                "UEFI firmware {} does not exist (install the ovmf package)",
+                path.display()
+            ),
+            CopyUefiVars { from, to, source } => write!(
+                f,
+                "copying the UEFI variable store {} to {}: {source}",
+                from.display(),
+                to.display()
+            ),
             ProgramNotFound {
                 program,
                 searched,

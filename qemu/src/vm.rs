@@ -83,10 +83,23 @@ impl Vm {
             }
             _ => None,
         };
+        let uefi_vars = match (&cfg.uefi, &work_dir) {
+            (Some(uefi), Some(dir)) => {
+                let copy = dir.path.join("OVMF_VARS.fd");
+                fs::copy(&uefi.vars_template, &copy).map_err(|source| QemuError::CopyUefiVars {
+                    from: uefi.vars_template.clone(),
+                    to: copy.clone(),
+                    source,
+                })?;
+                Some(copy)
+            }
+            _ => None,
+        };
         let plan = LaunchPlan {
             accel: accel.accel,
             firmware,
             vhost_socket: daemon.as_ref().map(|d| d.0.vhost_socket.clone()),
+            uefi_vars,
         };
         let log = match &cfg.console_log {
             Some(path) => Some((path.clone(), open_log(path)?)),
@@ -382,7 +395,7 @@ struct WorkDir {
 
 impl WorkDir {
     /// The configured dir (created if missing), or a fresh temp dir when
-    /// vsock needs one, or none.
+    /// vsock or a UEFI variable store needs one, or none.
     fn prepare(cfg: &VmConfig) -> Result<Option<WorkDir>, QemuError> {
         if let Some(dir) = &cfg.work_dir {
             // Absolute, because the daemon and QEMU get socket paths in it.
@@ -396,7 +409,7 @@ impl WorkDir {
             })?;
             return Ok(Some(WorkDir { path, remove: false }));
         }
-        if cfg.vsock_cid.is_none() {
+        if cfg.vsock_cid.is_none() && cfg.uefi.is_none() {
             return Ok(None);
         }
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -425,7 +438,16 @@ impl Drop for WorkDir {
 }
 
 fn check_inputs(cfg: &VmConfig) -> Result<(), QemuError> {
-    if !cfg.kernel.is_file() {
+    if let Some(uefi) = &cfg.uefi {
+        if !uefi.disk.is_file() {
+            return Err(QemuError::DiskMissing {
+                path: uefi.disk.clone(),
+            });
+        }
+        if let Some(path) = [&uefi.code, &uefi.vars_template].into_iter().find(|p| !p.is_file()) {
+            return Err(QemuError::FirmwareMissing { path: path.clone() });
+        }
+    } else if !cfg.kernel.is_file() {
         return Err(QemuError::KernelMissing {
             path: cfg.kernel.clone(),
         });

@@ -13,6 +13,25 @@ pub const QBOOT_PATH: &str = "/usr/share/qemu/qboot.rom";
 /// `panic=-1` reboots at once on a panic, which `-no-reboot` turns into
 /// QEMU exiting: a dying guest ends the run instead of hanging a test.
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
+/// OVMF from Debian's ovmf package: the firmware code (read-only) and the
+/// variable store each VM gets its own copy of.
+pub const OVMF_CODE_PATH: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS_PATH: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Booting a disk through UEFI firmware instead of `-kernel`: the firmware
+/// finds the ESP, systemd-boot and the UKI, and the kernel command line is
+/// the UKI's, so `kernel`, `initrd` and `append` are not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UefiBoot {
+    /// The GPT disk image, attached as the first virtio disk (/dev/vda).
+    pub disk: PathBuf,
+    pub code: PathBuf,
+    /// Copied into the work dir before each boot.
+    pub vars_template: PathBuf,
+    /// false: the guest's writes go to a temporary overlay (QEMU
+    /// `snapshot=on`), so the image is left as built and VMs can share it.
+    pub writable: bool,
+}
 
 /// The accelerator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +73,10 @@ pub struct VmConfig {
     /// Guest CID of a vhost-user vsock device, `None` for no vsock.
     pub vsock_cid: Option<u32>,
     /// Raw disk images attached read-only as virtio disks: /dev/vda, vdb...
+    /// (after the UEFI boot disk, when there is one).
     pub disks: Vec<PathBuf>,
+    /// `Some`: boot this disk under OVMF instead of `kernel`.
+    pub uefi: Option<UefiBoot>,
     /// SMBIOS system UUID (`-uuid`): the node identity basalt-agent reports
     /// when `basalt.node=` is not given. `None`: `Vm::start` picks a random
     /// one, as a cloud gives every instance its own.
@@ -91,6 +113,7 @@ impl VmConfig {
             prov_socket: None,
             vsock_cid: None,
             disks: Vec::new(),
+            uefi: None,
             uuid: None,
             work_dir: None,
             accel_cache: std::env::var_os("BASALT_BUILD").map(|dir| Path::new(&dir).join("qemu-accel")),
@@ -99,6 +122,19 @@ impl VmConfig {
             qemu_program: PathBuf::from("qemu-system-x86_64"),
             vsock_daemon_program: PathBuf::from("vhost-device-vsock"),
         }
+    }
+
+    /// A VM that boots `disk` under OVMF (the Debian paths), the disk's
+    /// writes kept in a temporary overlay. Everything else as [`VmConfig::new`].
+    pub fn uefi(disk: impl Into<PathBuf>) -> VmConfig {
+        let mut cfg = VmConfig::new(PathBuf::new());
+        cfg.uefi = Some(UefiBoot {
+            disk: disk.into(),
+            code: PathBuf::from(OVMF_CODE_PATH),
+            vars_template: PathBuf::from(OVMF_VARS_PATH),
+            writable: false,
+        });
+        cfg
     }
 
     pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {

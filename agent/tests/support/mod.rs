@@ -11,7 +11,7 @@
 //!
 //! Services are `/bin/sh -c SCRIPT NAME <scratch>`: the scratch path in
 //! their argv lets a test count them and lets `Drop` sweep up any left over.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
 use basalt_common::command::{Command as SignedCommand, CommandKind};
 use basalt_common::envelope::SignedEnvelope;

@@ -133,11 +133,15 @@ fn put_u64(buf: &mut [u8], at: usize, v: u64) {
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap())
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_ne_bytes(b)
 }
 
 fn get_u64(buf: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap())
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    u64::from_ne_bytes(b)
 }
 
 fn align8(n: usize) -> usize {
