@@ -8,9 +8,10 @@ use basalt_init::boot_params::ImageSource;
 use basalt_init::root::MountedRoot;
 use basalt_init::{
     boot::Boot, boot_params, boot_report, console, harden, image, log, loopdev, modules, mounts, supervise, switchroot,
-    uptime, verity,
+    uptime, var, verity,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
 /// Where the verified root is mounted before it becomes `/`.
 const NEWROOT: &str = "/newroot";
@@ -101,13 +102,25 @@ fn boot_node(boot: &mut Boot) -> ! {
         }
     };
 
-    // f. The writable tmpfs mounts.
+    // f. The writable mounts: /tmp, then /var (the VAR partition or a tmpfs).
     boot.step("mount-writable", || {
         mounts::mount_all(
             &mut mounts::RealMounts,
-            &mounts::writable_mounts(NEWROOT, &params.tmp_size, &params.var_size),
+            &mounts::writable_mounts(NEWROOT, &params.tmp_size),
         )
     });
+    let var = boot.step("find-var", || {
+        var::choose(
+            &params.var,
+            Path::new("/sys/class/block"),
+            Path::new("/dev"),
+            params.image_wait,
+        )
+    });
+    let var = boot.step("mount-var", || {
+        var::mount(&mut mounts::RealMounts, NEWROOT, var, &params.var_size)
+    });
+    ::log::info!("var: {} on /var (nosuid,nodev): {}", var.fstype, var.note);
 
     // g. Switch root.
     let removed = boot.step("switch-root", || {
@@ -149,6 +162,7 @@ fn boot_node(boot: &mut Boot) -> ! {
         loop_device: root.loop_device(),
         root_device: root.device(),
         verity: root.verity(),
+        var: &var,
         modules: &loaded,
         lockdown: &lockdown,
         sysctls: &sysctls,
