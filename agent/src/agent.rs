@@ -190,7 +190,12 @@ impl Agent {
         self.store.keep_floors(floors, image_floor);
         self.floor = floors;
         if stored.is_empty() {
-            log::info!("STATE {device} holds no record: starting in maintenance mode");
+            match self.store.invalid_slots() {
+                0 => log::info!("STATE {device} holds no record yet: starting in maintenance mode"),
+                n => log::error!(
+                    "STATE {device}: no valid record ({n} damaged, kept as they are): starting in maintenance mode"
+                ),
+            }
             return;
         }
         let newest = stored[0].1.seq;

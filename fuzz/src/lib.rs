@@ -16,13 +16,21 @@ use serde_json::{json, Map, Value};
 
 pub mod seeds;
 
-/// The agent is a binary crate; these two modules of it are pure and use
-/// only `basalt-common`, so they are compiled here from the same source
-/// files rather than moved into a library.
+/// The agent is a binary crate; these modules of it are pure and use only
+/// `basalt-common`, so they are compiled here from the same source files
+/// rather than moved into a library. `settings` names the other two as
+/// `crate::persist::device` and `crate::scrub`.
 #[path = "../../agent/src/identity.rs"]
 pub mod agent_identity;
 #[path = "../../agent/src/settings.rs"]
 pub mod agent_settings;
+#[path = "../../agent/src/persist/device.rs"]
+pub mod persist_device;
+pub mod persist {
+    pub use super::persist_device as device;
+}
+#[path = "../../agent/src/scrub/pace.rs"]
+pub mod scrub;
 
 /// The key that signs everything the fuzzer wants to get past a signature
 /// check: the RFC 8032 section 7.1 test 1 seed, as in common/src/keys.rs.
@@ -176,7 +184,7 @@ pub fn render_cmdline(params: &[Param]) -> String {
 
 /// A command line that basalt-init parses to `p`, every key spelled out.
 pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
-    use basalt_init::boot_params::ImageSource;
+    use basalt_init::boot_params::{ImageSource, VarSource};
     let image = match &p.image {
         ImageSource::Initramfs => "initramfs".to_string(),
         ImageSource::Device(dev) => dev.clone(),
@@ -198,6 +206,12 @@ pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
     ];
     if let Some(agent) = &p.agent {
         words.push(format!("basalt.agent={agent}"));
+    }
+    // The default (look for VAR) has no spelling of its own: it is the key's absence.
+    match &p.var {
+        VarSource::Default => {}
+        VarSource::Tmpfs => words.push("basalt.var=tmpfs".into()),
+        VarSource::PartLabel(label) => words.push(format!("basalt.var=partlabel:{label}")),
     }
     let words: Vec<String> = words.iter().map(|w| cmdline_word(w)).collect();
     words.join(" ")

@@ -65,7 +65,9 @@ fn boot_node(boot: &mut Boot) -> ! {
         manifest.image.size,
         manifest.modules.len()
     );
-    let loaded = boot.step("modules", || modules::load_all("/", &manifest.modules));
+    // ext4's modules wait for a VAR partition (var.rs).
+    let (boot_modules, var_modules) = var::split_modules(&manifest.modules);
+    let mut loaded = boot.step("modules", || modules::load_all("/", &boot_modules));
 
     // d, e. The root, checked and mounted read-only at NEWROOT.
     let root = match &params.image {
@@ -117,6 +119,9 @@ fn boot_node(boot: &mut Boot) -> ! {
             params.image_wait,
         )
     });
+    if matches!(var, var::VarChoice::Partition { .. }) {
+        loaded.extend(boot.step("var-modules", || modules::load_all("/", &var_modules)));
+    }
     let var = boot.step("mount-var", || {
         var::mount(&mut mounts::RealMounts, NEWROOT, var, &params.var_size)
     });

@@ -11,8 +11,21 @@
 use crate::boot_params::{VarSource, DEFAULT_VAR_LABEL};
 use crate::mounts::{self, MountError, MountOps};
 use crate::verity::partition::{self, Partition, PartitionError};
+use basalt_common::manifest::ModuleEntry;
 use std::path::Path;
 use std::time::Duration;
+
+/// The modules an ext4 /var needs (ext4, what its `.modinfo` says it
+/// depends on, and the crc32c its checksums ask the crypto API for). They
+/// are the largest the node has; loaded only when /var is a partition, a
+/// boot without one does not pay for them.
+pub const MODULES: &[&str] = &["crc16", "jbd2", "mbcache", "ext4", "crc32c_generic"];
+
+/// The manifest's modules, in its load order: those to load at boot, and
+/// [`MODULES`], for when /var is a partition.
+pub fn split_modules(all: &[ModuleEntry]) -> (Vec<ModuleEntry>, Vec<ModuleEntry>) {
+    all.iter().cloned().partition(|m| !MODULES.contains(&m.name.as_str()))
+}
 
 /// What /var will be, before it is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +323,31 @@ mod tests {
             }
             self.0.mount(spec)
         }
+    }
+
+    #[test]
+    fn ext4_modules_wait_for_a_partition_in_load_order() {
+        let entry = |name: &str| ModuleEntry {
+            name: name.into(),
+            sha256: [0; 32],
+        };
+        let all: Vec<ModuleEntry> = [
+            "loop",
+            "crc16",
+            "jbd2",
+            "dm_mod",
+            "mbcache",
+            "ext4",
+            "crc32c_generic",
+            "virtio",
+        ]
+        .iter()
+        .map(|n| entry(n))
+        .collect();
+        let (boot, var) = split_modules(&all);
+        let names = |v: &[ModuleEntry]| v.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&boot), ["loop", "dm_mod", "virtio"]);
+        assert_eq!(names(&var), ["crc16", "jbd2", "mbcache", "ext4", "crc32c_generic"]);
     }
 
     #[test]

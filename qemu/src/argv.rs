@@ -102,6 +102,9 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
             opt_list(&["file="], disk, ",format=raw,if=virtio,readonly=on"),
         );
     }
+    for disk in &cfg.writable_disks {
+        args.pair("-drive", opt_list(&["file="], disk, ",format=raw,if=virtio"));
+    }
 
     // The firmware boots the disk, with the UKI's own command line.
     if cfg.uefi.is_none() {

@@ -75,6 +75,10 @@ pub struct VmConfig {
     /// Raw disk images attached read-only as virtio disks: /dev/vda, vdb...
     /// (after the UEFI boot disk, when there is one).
     pub disks: Vec<PathBuf>,
+    /// Raw disk images the guest may write (a STATE disk), after `disks`.
+    /// QEMU writes them through the host's page cache, so killing QEMU
+    /// loses only what the guest had not yet flushed (a power cut).
+    pub writable_disks: Vec<PathBuf>,
     /// `Some`: boot this disk under OVMF instead of `kernel`.
     pub uefi: Option<UefiBoot>,
     /// SMBIOS system UUID (`-uuid`): the node identity basalt-agent reports
@@ -113,6 +117,7 @@ impl VmConfig {
             prov_socket: None,
             vsock_cid: None,
             disks: Vec::new(),
+            writable_disks: Vec::new(),
             uefi: None,
             uuid: None,
             work_dir: None,
@@ -191,6 +196,11 @@ impl VmConfig {
 
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
+        self
+    }
+
+    pub fn writable_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.writable_disks.push(path.into());
         self
     }
 

@@ -299,3 +299,25 @@ pub fn run_checker(build: &Build, name: &str, cfg: VmConfig) -> (TestVm, Checker
     }
     (vm, result)
 }
+
+/// A raw disk holding a GPT with one partition named STATE of `state_mib`
+/// MiB, all zeros: what the agent persists to in direct-kernel tests.
+/// Returns the partition's byte offset in the file.
+pub fn state_disk(path: &Path, state_mib: u64) -> u64 {
+    use basalt_common::disk::gpt::{self, types, Guid, PartitionSpec};
+    let spec = PartitionSpec {
+        name: "STATE".into(),
+        type_guid: types::LINUX_DATA,
+        unique_guid: Guid::derive(b"basalt-test-state", "STATE"),
+        size_bytes: state_mib << 20,
+    };
+    let table = gpt::plan(Guid::derive(b"basalt-test-state", "disk"), &[spec]).expect("plan the STATE disk");
+    let bytes = gpt::build(&table).expect("build the STATE disk's GPT");
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.set_len(table.total_sectors * gpt::SECTOR_SIZE).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&bytes.primary, 0).unwrap();
+    file.write_all_at(&bytes.backup, bytes.backup_lba * gpt::SECTOR_SIZE)
+        .unwrap();
+    table.partitions[0].offset_bytes()
+}

@@ -23,6 +23,10 @@ pub struct Node {
     pub vm: TestVm,
     pub id: String,
     pub key: SigningKey,
+    name: String,
+    initramfs: std::path::PathBuf,
+    cmdline: String,
+    boots: usize,
     /// Kept alive for the life of the VM: it holds the image.
     _scratch: Scratch,
 }
@@ -32,31 +36,78 @@ impl Node {
     /// agent), boots it with a provisioning socket and vsock, and waits for
     /// the agent to be ready.
     pub fn boot(build: &Build, name: &str, extra_cmdline: &str) -> Node {
+        Node::boot_with(build, name, extra_cmdline, &|cfg| cfg)
+    }
+
+    /// [`boot`](Self::boot), with `more` adding to the VM's config (disks, say).
+    pub fn boot_with(build: &Build, name: &str, extra_cmdline: &str, more: &dyn Fn(VmConfig) -> VmConfig) -> Node {
         let scratch = Scratch::new(name);
         let rootfs = test_rootfs(build, &scratch);
         let image = build_image(build, &rootfs, &scratch.0, &ImageOptions::default());
-        let cfg = TestVm::config(build, &image.initramfs, &format!("{AGENT_CMDLINE} {extra_cmdline}"));
-        Node::boot_with(build, name, cfg, scratch)
+        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
+        Node::boot_image(build, name, &image.initramfs, &cmdline, scratch, more)
     }
 
-    /// Boots `cfg` (the caller's image, disk and command line) with a
-    /// provisioning socket in `scratch`, vsock and a node id, and waits for
-    /// the agent to be ready.
-    pub fn boot_with(build: &Build, name: &str, cfg: VmConfig, scratch: Scratch) -> Node {
+    /// Boots the caller's initramfs (a root slot's, say) with its whole
+    /// command line; `scratch` lives as long as the node.
+    pub fn boot_image(
+        build: &Build,
+        name: &str,
+        initramfs: &std::path::Path,
+        cmdline: &str,
+        scratch: Scratch,
+        more: &dyn Fn(VmConfig) -> VmConfig,
+    ) -> Node {
         let id = format!(
             "{:08x}-0000-4000-8000-{:012x}",
             std::process::id(),
             name.len() as u64 * 7919
         );
-        let cfg = cfg.prov_socket(scratch.path("prov.sock")).vsock(4).uuid(id.clone());
-        let vm = TestVm::boot(build, name, cfg);
-        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        let vm = Node::start_vm(build, name, initramfs, cmdline, &scratch, &id, more);
         Node {
             vm,
             id,
             key: key_from(&build.path("keys/config.key")),
+            name: name.into(),
+            initramfs: initramfs.to_path_buf(),
+            cmdline: cmdline.into(),
+            boots: 1,
             _scratch: scratch,
         }
+    }
+
+    fn start_vm(
+        build: &Build,
+        name: &str,
+        initramfs: &std::path::Path,
+        cmdline: &str,
+        scratch: &Scratch,
+        id: &str,
+        more: &dyn Fn(VmConfig) -> VmConfig,
+    ) -> TestVm {
+        let cfg = TestVm::config(build, initramfs, cmdline)
+            .prov_socket(scratch.path("prov.sock"))
+            .vsock(4)
+            .uuid(id.to_string());
+        let vm = TestVm::boot(build, name, more(cfg));
+        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        vm
+    }
+
+    /// Boots the same image again, as the same node (after the last VM
+    /// exited, or was killed: a power cut), and waits for the agent.
+    pub fn boot_again(&mut self, build: &Build, more: &dyn Fn(VmConfig) -> VmConfig) {
+        self.boots += 1;
+        let name = format!("{}-boot{}", self.name, self.boots);
+        self.vm = Node::start_vm(
+            build,
+            &name,
+            &self.initramfs,
+            &self.cmdline,
+            &self._scratch,
+            &self.id,
+            more,
+        );
     }
 
     /// A client on the serial line. QEMU's chardev socket serves one client

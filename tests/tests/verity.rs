@@ -348,8 +348,10 @@ fn scrub_reports_a_block_only_it_reads_and_on_error_applies() {
     let disk = build_disk(&build, name, Tamper::ScrubOnly);
     let block = disk.after_boot_block.unwrap();
     let cmdline = format!("{CMDLINE} basalt.root=ram basalt.scrub_rate=1 basalt.error_delay=30");
-    let cfg = TestVm::config(&build, &disk.initramfs, &cmdline).disk(&disk.disk);
-    let node = Node::boot_with(&build, name, cfg, Scratch::new(&format!("{name}-node")));
+    let scratch = Scratch::new(&format!("{name}-node"));
+    let node = Node::boot_image(&build, name, &disk.initramfs, &cmdline, scratch, &|cfg| {
+        cfg.disk(&disk.disk)
+    });
 
     let scrub = &node.status()["scrub"];
     assert_eq!(scrub["state"], "waiting", "{name}: before any config: {scrub}");

@@ -160,6 +160,14 @@ impl Store {
             .collect()
     }
 
+    /// Slots that hold something other than a record or nothing.
+    pub fn invalid_slots(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| matches!(s, SlotState::Invalid(why) if why != "empty"))
+            .count()
+    }
+
     /// The agent applied the record in `slot`.
     pub fn chose(&mut self, slot: usize, why: String) {
         if let Ok(sealed) = &self.slots.read[slot] {

@@ -19,10 +19,7 @@ use device::{Blocks, Device, Target};
 use pace::{Pace, BLOCK};
 use serde_json::{json, Value};
 
-pub use pace::parse_rate;
-
-/// `basalt.scrub_rate=` when the command line has none: 8 MiB/s.
-pub const DEFAULT_RATE: u64 = 8 << 20;
+pub use pace::{parse_rate, DEFAULT_RATE};
 /// From the service being up to the first read: let it settle first.
 const START_DELAY_NS: u64 = 2_000 * NS_PER_MS;
 /// Refused blocks named in status, and in the log.

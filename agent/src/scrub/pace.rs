@@ -2,6 +2,8 @@
 //! that keep each read short and the average at or below the rate. Pure:
 //! time is a parameter (CLOCK_MONOTONIC nanoseconds).
 
+/// `basalt.scrub_rate=` when the command line has none: 8 MiB/s.
+pub const DEFAULT_RATE: u64 = 8 << 20;
 /// The scrub reads whole verity blocks.
 pub const BLOCK: u64 = 4096;
 /// The largest single read: one read per tick stays well under a millisecond.
