@@ -5,8 +5,6 @@
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
 
-use crate::persist::device::{StateSource, DEFAULT_LABEL};
-use crate::scrub;
 use basalt_common::cmdline::{self, Param};
 use basalt_common::config::check_node_id;
 use std::path::{Path, PathBuf};
@@ -17,6 +15,8 @@ pub const DEFAULT_SERIAL: &str = "ttyS1";
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 /// How much of each log is kept.
 pub const DEFAULT_LOG_CAP: u64 = 256 * 1024;
+/// `basalt.scrub_rate=` when the command line has none: 8 MiB/s.
+pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
 
 pub const USAGE: &str = "\
 usage: basalt-agent [OPTIONS]
@@ -167,6 +167,53 @@ fn bad(option: &str, value: &str, why: &str) -> UsageError {
     }
 }
 
+/// Where the agent's records live, from `basalt.state=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSource {
+    /// The partition with this GPT name (default `STATE`).
+    PartLabel(String),
+    /// A device or file named outright.
+    Path(PathBuf),
+    /// No persistence: configs last until the next boot.
+    Disabled,
+}
+
+impl Default for StateSource {
+    fn default() -> Self {
+        StateSource::PartLabel(DEFAULT_LABEL.into())
+    }
+}
+
+pub const DEFAULT_LABEL: &str = "STATE";
+
+impl StateSource {
+    /// Reads a `basalt.state=` value: `none`, `partlabel:NAME`, or an absolute path.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value == "none" {
+            return Ok(StateSource::Disabled);
+        }
+        if let Some(label) = value.strip_prefix("partlabel:") {
+            let ok = !label.is_empty()
+                && label.len() <= 36
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            return if ok {
+                Ok(StateSource::PartLabel(label.into()))
+            } else {
+                Err(format!("partition name {label:?} must be 1 to 36 of A-Z a-z 0-9 - _ ."))
+            };
+        }
+        if value.starts_with('/') && !value.contains('\0') {
+            return Ok(StateSource::Path(value.into()));
+        }
+        Err(format!(
+            "{:?} is not none, partlabel:NAME or an absolute path",
+            basalt_common::text::clip(value)
+        ))
+    }
+}
+
 /// The `basalt.*` kernel command line keys the agent reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
@@ -223,12 +270,12 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             warnings.push(format!("basalt.node: {why}"));
         }
     }
-    let scrub_rate = match value("basalt.scrub_rate").map(|v| scrub::parse_rate(&v)) {
-        None => Some(scrub::DEFAULT_RATE),
+    let scrub_rate = match value("basalt.scrub_rate").map(|v| parse_scrub_rate(&v)) {
+        None => Some(DEFAULT_SCRUB_RATE),
         Some(Ok(rate)) => rate,
         Some(Err(why)) => {
             warnings.push(format!("{why}; using 8"));
-            Some(scrub::DEFAULT_RATE)
+            Some(DEFAULT_SCRUB_RATE)
         }
     };
     let state = match value("basalt.state") {
@@ -250,11 +297,50 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
     )
 }
 
+/// `basalt.scrub_rate=` in MiB/s: a decimal number such as `8` or `0.5`,
+/// up to 4096; `0` or `off` turns the scrub off (`Ok(None)`). The rate
+/// comes back in bytes per second, at least 4096 (one block).
+pub fn parse_scrub_rate(value: &str) -> Result<Option<u64>, String> {
+    if value == "off" || value == "0" {
+        return Ok(None);
+    }
+    let valid = !value.is_empty()
+        && value.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && value.matches('.').count() <= 1
+        && !value.starts_with('.')
+        && !value.ends_with('.');
+    let mib = match value.parse::<f64>() {
+        Ok(v) if valid && v.is_finite() && (0.0..=4096.0).contains(&v) => v,
+        _ => {
+            return Err(format!(
+                "basalt.scrub_rate={value:?} is not MiB/s (0 to 4096) or \"off\""
+            ))
+        }
+    };
+    let bytes = (mib * (1u64 << 20) as f64) as u64;
+    Ok((bytes > 0).then_some(bytes.max(4096)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const EIGHT: Option<u64> = Some(8 << 20);
+
+    #[test]
+    fn sources_parse() {
+        let cases = [
+            ("none", Ok(StateSource::Disabled)),
+            ("partlabel:STATE", Ok(StateSource::PartLabel("STATE".into()))),
+            ("/dev/vdb", Ok(StateSource::Path("/dev/vdb".into()))),
+            ("partlabel:", Err(())),
+            ("partlabel:a b", Err(())),
+            ("vdb", Err(())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(StateSource::parse(text).map_err(|_| ()), want, "{text}");
+        }
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -387,6 +473,32 @@ mod tests {
             let (got, warned) = boot_params(line);
             assert_eq!(&got, want, "{line}");
             assert_eq!(warned.len(), *warnings, "{line}: {warned:?}");
+        }
+    }
+
+    #[test]
+    fn scrub_rate_values() {
+        const MIB: u64 = 1 << 20;
+        let ok = [
+            ("8", Some(8 * MIB)),
+            ("0.5", Some(MIB / 2)),
+            ("4096", Some(4096 * MIB)),
+            ("16.25", Some(16 * MIB + MIB / 4)),
+            ("0", None),
+            ("off", None),
+            ("0.0", None),
+            // Less than a block a second rounds up to one block.
+            ("0.000001", Some(4096)),
+        ];
+        for (v, want) in ok {
+            assert_eq!(parse_scrub_rate(v), Ok(want), "{v}");
+        }
+        for v in ["", "-1", "4097", "1e3", "inf", "NaN", "8MiB", ".5", "5.", "1.2.3", " 8"] {
+            let e = parse_scrub_rate(v).unwrap_err();
+            assert_eq!(
+                e,
+                format!("basalt.scrub_rate={v:?} is not MiB/s (0 to 4096) or \"off\"")
+            );
         }
     }
 

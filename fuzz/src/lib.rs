@@ -16,21 +16,13 @@ use serde_json::{json, Map, Value};
 
 pub mod seeds;
 
-/// The agent is a binary crate; these modules of it are pure and use only
-/// `basalt-common`, so they are compiled here from the same source files
-/// rather than moved into a library. `settings` names the other two as
-/// `crate::persist::device` and `crate::scrub`.
+/// The agent is a binary crate; these two modules of it are pure and use
+/// only `basalt-common`, so they are compiled here from the same source
+/// files rather than moved into a library.
 #[path = "../../agent/src/identity.rs"]
 pub mod agent_identity;
 #[path = "../../agent/src/settings.rs"]
 pub mod agent_settings;
-#[path = "../../agent/src/persist/device.rs"]
-pub mod persist_device;
-pub mod persist {
-    pub use super::persist_device as device;
-}
-#[path = "../../agent/src/scrub/pace.rs"]
-pub mod scrub;
 
 /// The key that signs everything the fuzzer wants to get past a signature
 /// check: the RFC 8032 section 7.1 test 1 seed, as in common/src/keys.rs.

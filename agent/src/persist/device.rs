@@ -1,55 +1,9 @@
 //! Finding the STATE partition: by its GPT partition name, the way the
 //! kernel reports it in `/sys/class/block/<dev>/uevent` (`PARTNAME=STATE`).
 //! Both roots are parameters, so a test points them at a scratch directory.
+//! (What `basalt.state=` names is settings::StateSource.)
 
 use std::path::{Path, PathBuf};
-
-/// Where the agent's records live, from `basalt.state=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateSource {
-    /// The partition with this GPT name (default `STATE`).
-    PartLabel(String),
-    /// A device or file named outright.
-    Path(PathBuf),
-    /// No persistence: configs last until the next boot.
-    Disabled,
-}
-
-impl Default for StateSource {
-    fn default() -> Self {
-        StateSource::PartLabel(DEFAULT_LABEL.into())
-    }
-}
-
-pub const DEFAULT_LABEL: &str = "STATE";
-
-impl StateSource {
-    /// Reads a `basalt.state=` value: `none`, `partlabel:NAME`, or an absolute path.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        if value == "none" {
-            return Ok(StateSource::Disabled);
-        }
-        if let Some(label) = value.strip_prefix("partlabel:") {
-            let ok = !label.is_empty()
-                && label.len() <= 36
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            return if ok {
-                Ok(StateSource::PartLabel(label.into()))
-            } else {
-                Err(format!("partition name {label:?} must be 1 to 36 of A-Z a-z 0-9 - _ ."))
-            };
-        }
-        if value.starts_with('/') && !value.contains('\0') {
-            return Ok(StateSource::Path(value.into()));
-        }
-        Err(format!(
-            "{:?} is not none, partlabel:NAME or an absolute path",
-            basalt_common::text::clip(value)
-        ))
-    }
-}
 
 /// The block device whose uevent names partition `label`, as a path under
 /// `dev` (e.g. `/dev/vdb4`). `None` if no partition has that name.
@@ -76,21 +30,6 @@ pub fn find_partition(sys_class_block: &Path, dev: &Path, label: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_parse() {
-        let cases = [
-            ("none", Ok(StateSource::Disabled)),
-            ("partlabel:STATE", Ok(StateSource::PartLabel("STATE".into()))),
-            ("/dev/vdb", Ok(StateSource::Path("/dev/vdb".into()))),
-            ("partlabel:", Err(())),
-            ("partlabel:a b", Err(())),
-            ("vdb", Err(())),
-        ];
-        for (text, want) in cases {
-            assert_eq!(StateSource::parse(text).map_err(|_| ()), want, "{text}");
-        }
-    }
 
     #[test]
     fn finds_the_partition_by_name() {

@@ -12,8 +12,7 @@
 
 pub mod device;
 
-pub use device::StateSource;
-
+use crate::settings::StateSource;
 use basalt_common::state_record::{self, RecordError, Sealed, Slots, StateRecord, HEADER_LEN};
 use serde_json::{json, Value};
 use std::fs::File;

@@ -14,12 +14,12 @@ mod device;
 mod pace;
 
 use crate::clock::NS_PER_MS;
+use crate::settings::DEFAULT_SCRUB_RATE;
 use crate::supervisor::{Run, Service};
 use device::{Blocks, Device, Target};
 use pace::{Pace, BLOCK};
 use serde_json::{json, Value};
 
-pub use pace::{parse_rate, DEFAULT_RATE};
 /// From the service being up to the first read: let it settle first.
 const START_DELAY_NS: u64 = 2_000 * NS_PER_MS;
 /// Refused blocks named in status, and in the log.
@@ -116,7 +116,7 @@ impl<B: Blocks> Scrub<B> {
                 };
             }
             State::Waiting { start_at: Some(at) } if now >= at => {
-                let rate = self.rate.unwrap_or(DEFAULT_RATE);
+                let rate = self.rate.unwrap_or(DEFAULT_SCRUB_RATE);
                 log::info!(
                     "scrub: reading {} blocks of {} at {} MiB/s",
                     self.blocks_total,

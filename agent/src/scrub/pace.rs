@@ -2,8 +2,6 @@
 //! that keep each read short and the average at or below the rate. Pure:
 //! time is a parameter (CLOCK_MONOTONIC nanoseconds).
 
-/// `basalt.scrub_rate=` when the command line has none: 8 MiB/s.
-pub const DEFAULT_RATE: u64 = 8 << 20;
 /// The scrub reads whole verity blocks.
 pub const BLOCK: u64 = 4096;
 /// The largest single read: one read per tick stays well under a millisecond.
@@ -69,30 +67,6 @@ pub fn chunk_for(rate: u64) -> u64 {
     want.clamp(BLOCK, MAX_CHUNK)
 }
 
-/// `basalt.scrub_rate=` in MiB/s: a decimal number such as `8` or `0.5`,
-/// up to 4096; `0` or `off` turns the scrub off (`Ok(None)`). The rate
-/// comes back in bytes per second.
-pub fn parse_rate(value: &str) -> Result<Option<u64>, String> {
-    if value == "off" || value == "0" {
-        return Ok(None);
-    }
-    let valid = !value.is_empty()
-        && value.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && value.matches('.').count() <= 1
-        && !value.starts_with('.')
-        && !value.ends_with('.');
-    let mib = match value.parse::<f64>() {
-        Ok(v) if valid && v.is_finite() && (0.0..=4096.0).contains(&v) => v,
-        _ => {
-            return Err(format!(
-                "basalt.scrub_rate={value:?} is not MiB/s (0 to 4096) or \"off\""
-            ))
-        }
-    };
-    let bytes = (mib * (1u64 << 20) as f64) as u64;
-    Ok((bytes > 0).then_some(bytes.max(BLOCK)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,31 +89,6 @@ mod tests {
         for (rate, want) in cases {
             assert_eq!(chunk_for(rate), want, "rate {rate}");
             assert_eq!(chunk_for(rate) % BLOCK, 0);
-        }
-    }
-
-    #[test]
-    fn rate_table() {
-        let ok = [
-            ("8", Some(8 * MIB)),
-            ("0.5", Some(MIB / 2)),
-            ("4096", Some(4096 * MIB)),
-            ("16.25", Some(16 * MIB + MIB / 4)),
-            ("0", None),
-            ("off", None),
-            ("0.0", None),
-            // Less than a block a second rounds up to one block.
-            ("0.000001", Some(BLOCK)),
-        ];
-        for (v, want) in ok {
-            assert_eq!(parse_rate(v), Ok(want), "{v}");
-        }
-        for v in ["", "-1", "4097", "1e3", "inf", "NaN", "8MiB", ".5", "5.", "1.2.3", " 8"] {
-            let e = parse_rate(v).unwrap_err();
-            assert_eq!(
-                e,
-                format!("basalt.scrub_rate={v:?} is not MiB/s (0 to 4096) or \"off\"")
-            );
         }
     }
 
