@@ -2,7 +2,9 @@
 //! the agent in both root modes, and refuses, with one line naming the
 //! partition and the cause and no handoff, a flipped byte in the manifest
 //! area, in the hash tree, in a data block read at boot, a slot signed by
-//! another key, and a truncated partition.
+//! another key, and a truncated partition. A block read first after the
+//! handoff, by the agent or only by its background scrub, ends the boot as
+//! `basalt.on_error` says, and the scrub's find is in `status`.
 //!
 //! The disk is built here, by hand, from the build's parts: the image and
 //! its tree from basalt-common's verity builder, the manifest area from its
