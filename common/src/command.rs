@@ -1,4 +1,4 @@
-//! Signed commands: `reboot` and `poweroff`.
+//! Signed commands: `reboot`, `poweroff`, and `confirm` (of a config on trial).
 //!
 //! A command payload is bound to one node and to one challenge nonce that
 //! node handed out in a `status` response:
@@ -22,6 +22,7 @@ pub const COMMAND_VERSION: u64 = 1;
 pub enum CommandKind {
     Reboot,
     Poweroff,
+    Confirm,
 }
 
 impl CommandKind {
@@ -29,6 +30,7 @@ impl CommandKind {
         match self {
             CommandKind::Reboot => "reboot",
             CommandKind::Poweroff => "poweroff",
+            CommandKind::Confirm => "confirm",
         }
     }
 }
@@ -111,7 +113,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for kind in [CommandKind::Reboot, CommandKind::Poweroff] {
+        for kind in [CommandKind::Reboot, CommandKind::Poweroff, CommandKind::Confirm] {
             let cmd = Command {
                 kind,
                 node: "n1".into(),

@@ -100,7 +100,13 @@ pub fn request_line(req: &Request) -> Vec<u8> {
                 None => fields.insert("tail".into(), json!(tail)),
             };
         }
-        Op::Apply { envelope } | Op::Reboot { envelope } | Op::Poweroff { envelope } => {
+        Op::Apply { envelope, try_ms } => {
+            fields.insert("envelope".into(), envelope.to_json());
+            if let Some(ms) = try_ms {
+                fields.insert("try_ms".into(), json!(ms));
+            }
+        }
+        Op::Confirm { envelope } | Op::Reboot { envelope } | Op::Poweroff { envelope } => {
             fields.insert("envelope".into(), envelope.to_json());
         }
     }

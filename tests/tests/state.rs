@@ -261,3 +261,45 @@ fn power_cuts_during_applies_lose_nothing() {
         ],
     );
 }
+
+/// `apply --try` in QEMU: a trial times out and the node goes back; a
+/// confirmed one is what the node boots after a reboot.
+#[test]
+fn a_trial_times_out_and_a_confirmed_one_persists() {
+    let build = Build::from_env();
+    let scratch = Scratch::new("state-try-disk");
+    let disk = scratch.path("state.img");
+    state_disk(&disk, 16);
+    let more = with_disk(disk.clone());
+    let mut node = Node::boot_with(&build, "state-try", "", &more);
+    ok(&node.vm, node.apply(&mut node.vsock(), &node.sign(&config(&node, 1))));
+    kubelet_running(&node);
+    let try_apply = |node: &Node, g: u64, ms: u64| {
+        let mut fields = Map::new();
+        fields.insert("envelope".into(), node.sign(&config(node, g)).to_json());
+        fields.insert("try_ms".into(), json!(ms));
+        call(&mut node.vsock(), "apply", fields)
+    };
+    let r = ok(&node.vm, try_apply(&node, 2, 3_000));
+    assert_eq!(r["trial"]["back_to"], 1);
+    assert_eq!(node.hands("hostname")["hostname"], "gen-2");
+    node.vm.expect(
+        "the trial of generation 2 timed out: back on the persisted generation 1",
+        WAIT,
+    );
+    let s = kubelet_running(&node);
+    assert_eq!(
+        (s["config"]["generation"].clone(), s["trial"].clone()),
+        (json!(1), Value::Null)
+    );
+    assert_eq!(node.hands("hostname")["hostname"], "gen-1");
+
+    ok(&node.vm, try_apply(&node, 2, 600_000));
+    let r = ok(&node.vm, signed(&node, CommandKind::Confirm));
+    assert_eq!(r["confirmed"], 2);
+    ok(&node.vm, signed(&node, CommandKind::Reboot));
+    node.vm.expect_exit(WAIT);
+    node.boot_again(&build, &more);
+    node.vm.expect("booted configured: generation 2", WAIT);
+    kubelet_running(&node);
+}
