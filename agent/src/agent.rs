@@ -13,6 +13,7 @@ use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, ConnId, NonceBook};
 use crate::persist::Store;
+use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
 use crate::supervisor::Supervisor;
@@ -123,6 +124,7 @@ pub struct Agent {
     init_signalled: bool,
     exit_when_stopped: bool,
     state_dirty: bool,
+    scrub: Scrub,
     /// The STATE partition's records: what survives a reboot.
     store: Store,
     trial: Option<Trial>,
@@ -149,6 +151,7 @@ impl Agent {
             unix: settings.listen_unix.clone(),
         };
         let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
+        let scrub = Scrub::from_boot_report(read_boot_report(&settings.boot_report()).as_ref(), boot.scrub_rate);
         let store = Store::open(
             &boot.state,
             &settings.node_path("/sys/class/block"),
@@ -171,6 +174,7 @@ impl Agent {
             init_signalled: false,
             exit_when_stopped: false,
             state_dirty: false,
+            scrub,
             store,
             trial: None,
         };
@@ -813,6 +817,7 @@ impl Agent {
                 "unix": self.channels.unix.as_ref().map(|p| p.display().to_string()),
             },
             "shutting_down": self.shutdown.map(CommandKind::as_str),
+            "scrub": self.scrub.status(now),
             "now_ms": clock::ms(now),
             "nonce": nonce,
         })
@@ -858,6 +863,7 @@ impl Agent {
             // A failure is logged and leaves state_dirty set: the next tick retries.
             let _ = self.save_state();
         }
+        self.scrub.tick(now, scrub::service_up(self.supervisor.services()));
         if now >= self.next_pump_ns {
             self.pump_logs();
             self.next_pump_ns = now + LOG_PUMP_NS;
@@ -895,7 +901,8 @@ impl Agent {
     pub fn next_wakeup(&self) -> u64 {
         let pump = self
             .trial
-            .map_or(self.next_pump_ns, |t| t.until_ns.min(self.next_pump_ns));
+            .map_or(self.next_pump_ns, |t| t.until_ns.min(self.next_pump_ns))
+            .min(self.scrub.next_deadline().unwrap_or(u64::MAX));
         self.supervisor.next_deadline().map_or(pump, |d| d.min(pump))
     }
 

@@ -185,7 +185,7 @@ pub fn render_cmdline(params: &[Param]) -> String {
 
 /// A command line that basalt-init parses to `p`, every key spelled out.
 pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
-    use basalt_init::boot_params::ImageSource;
+    use basalt_init::boot_params::{ImageSource, VarSource};
     let image = match &p.image {
         ImageSource::Initramfs => "initramfs".to_string(),
         ImageSource::Device(dev) => dev.clone(),
@@ -207,6 +207,12 @@ pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
     ];
     if let Some(agent) = &p.agent {
         words.push(format!("basalt.agent={agent}"));
+    }
+    // The default (look for VAR) has no spelling of its own: it is the key's absence.
+    match &p.var {
+        VarSource::Default => {}
+        VarSource::Tmpfs => words.push("basalt.var=tmpfs".into()),
+        VarSource::PartLabel(label) => words.push(format!("basalt.var=partlabel:{label}")),
     }
     let words: Vec<String> = words.iter().map(|w| cmdline_word(w)).collect();
     words.join(" ")

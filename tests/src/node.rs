@@ -45,20 +45,33 @@ impl Node {
         let scratch = Scratch::new(name);
         let rootfs = test_rootfs(build, &scratch);
         let image = build_image(build, &rootfs, &scratch.0, &ImageOptions::default());
+        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
+        Node::boot_image(build, name, &image.initramfs, &cmdline, scratch, more)
+    }
+
+    /// Boots the caller's initramfs (a root slot's, say) with its whole
+    /// command line; `scratch` lives as long as the node.
+    pub fn boot_image(
+        build: &Build,
+        name: &str,
+        initramfs: &std::path::Path,
+        cmdline: &str,
+        scratch: Scratch,
+        more: &dyn Fn(VmConfig) -> VmConfig,
+    ) -> Node {
         let id = format!(
             "{:08x}-0000-4000-8000-{:012x}",
             std::process::id(),
             name.len() as u64 * 7919
         );
-        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
-        let vm = Node::start_vm(build, name, &image.initramfs, &cmdline, &scratch, &id, more);
+        let vm = Node::start_vm(build, name, initramfs, cmdline, &scratch, &id, more);
         Node {
             vm,
             id,
             key: key_from(&build.path("keys/config.key")),
             name: name.into(),
-            initramfs: image.initramfs.clone(),
-            cmdline,
+            initramfs: initramfs.to_path_buf(),
+            cmdline: cmdline.into(),
             boots: 1,
             _scratch: scratch,
         }
