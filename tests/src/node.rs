@@ -4,6 +4,7 @@
 //! and count them from inside the guest.
 
 use crate::*;
+use basalt_common::command::{Command, CommandKind};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::Response;
@@ -109,6 +110,32 @@ impl Node {
             &self.id,
             more,
         );
+    }
+
+    /// The request fields of a signed command of `kind`, bound to this
+    /// node and `nonce`, and the envelope itself.
+    pub fn command_envelope(&self, kind: CommandKind, nonce: &str) -> (SignedEnvelope, Map<String, Value>) {
+        let cmd = Command {
+            kind,
+            node: self.id.clone(),
+            nonce: nonce.to_string(),
+        };
+        let envelope = SignedEnvelope::sign(&self.key, cmd.to_payload());
+        let mut fields = Map::new();
+        fields.insert("envelope".into(), envelope.to_json());
+        (envelope, fields)
+    }
+
+    /// Fetches a nonce over vsock and sends the signed `kind` on the same
+    /// connection, as basaltctl does.
+    pub fn signed(&self, kind: CommandKind) -> Response {
+        let mut vsock = self.vsock();
+        let nonce = ok(&self.vm, call(&mut vsock, "status", Map::new()))["nonce"]
+            .as_str()
+            .expect("status carries a nonce")
+            .to_string();
+        let (_, fields) = self.command_envelope(kind, &nonce);
+        call(&mut vsock, kind.as_str(), fields)
     }
 
     /// A client on the serial line. QEMU's chardev socket serves one client

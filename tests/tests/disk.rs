@@ -13,12 +13,11 @@
 //! An OVMF boot takes about 11 s under TCG; the direct-kernel verity tests
 //! (verity.rs) cover the rest of the tamper matrix.
 
-use basalt_common::command::{Command, CommandKind};
-use basalt_common::envelope::SignedEnvelope;
+use basalt_common::command::CommandKind;
 use basalt_qemu::VmConfig;
 use basalt_tests::node::*;
 use basalt_tests::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
@@ -49,22 +48,6 @@ fn disk(build: &Build, scratch: &Scratch, append: &str) -> TestDisk {
         &scratch.path("disk.img"),
         &format!("{ON_ERROR} {append}"),
     )
-}
-
-/// A signed command bound to the agent's current nonce.
-fn signed_command(node: &Node, kind: CommandKind) -> Value {
-    let nonce = node.status()["nonce"].as_str().expect("nonce").to_string();
-    let cmd = Command {
-        kind,
-        node: node.id.clone(),
-        nonce,
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "envelope".into(),
-        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
-    );
-    ok(&node.vm, call(&mut node.vsock(), kind.as_str(), fields))
 }
 
 /// Boots the disk, checks the root came from ROOT-A through dm-verity in
@@ -165,7 +148,7 @@ fn config_on_state_survives_a_reboot_of_the_disk() {
         "the acknowledged records are on the disk file"
     );
 
-    signed_command(&node, CommandKind::Reboot);
+    ok(&node.vm, node.signed(CommandKind::Reboot));
     node.vm.expect("reboot: Restarting system", WAIT);
     // The second boot: configured from STATE before any request is read.
     node.vm.expect(

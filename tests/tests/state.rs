@@ -3,8 +3,7 @@
 //! Reboots are real (the guest reboots, QEMU exits, the same disk boots
 //! again); power cuts are SIGKILL to QEMU in the middle of applies.
 
-use basalt_common::command::{Command, CommandKind};
-use basalt_common::envelope::SignedEnvelope;
+use basalt_common::command::CommandKind;
 use basalt_common::state_record::{self, slot_offset};
 use basalt_tests::node::*;
 use basalt_tests::robustness::{report, seed_from_env, Profile, SplitMix64};
@@ -28,25 +27,6 @@ fn config(node: &Node, generation: u64) -> Value {
         {"path": "/var/lib/basalt-test/generation", "mode": "0644", "contents": generation.to_string()}
     ]);
     c
-}
-
-fn signed(node: &Node, kind: CommandKind) -> Response {
-    let mut vsock = node.vsock();
-    let nonce = ok(&node.vm, call(&mut vsock, "status", Map::new()))["nonce"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cmd = Command {
-        kind,
-        node: node.id.clone(),
-        nonce,
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "envelope".into(),
-        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
-    );
-    call(&mut vsock, kind.as_str(), fields)
 }
 
 use basalt_common::proto::Response;
@@ -93,7 +73,7 @@ fn a_rebooted_node_comes_back_configured() {
     kubelet_running(&node);
     let s = node.status();
     assert_eq!(s["persistence"]["device"], "/dev/vda1", "{}", s["persistence"]);
-    ok(&node.vm, signed(&node, CommandKind::Reboot));
+    ok(&node.vm, node.signed(CommandKind::Reboot));
     node.vm.expect_exit(WAIT);
 
     // Second boot: configured before anyone asks.
@@ -116,7 +96,7 @@ fn a_rebooted_node_comes_back_configured() {
     // One flipped byte in the newest record: the agent falls back to the
     // other one. (Both hold generation 2 by now: the signed reboot and
     // poweroff each wrote a record of the last shutdown.)
-    ok(&node.vm, signed(&node, CommandKind::Poweroff));
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
     node.vm.expect_exit(WAIT);
     let seqs: Vec<Option<u64>> = (0..2).map(|i| slot_seq(&disk, part, i)).collect();
     let newest = if seqs[0] > seqs[1] { 0 } else { 1 };
@@ -135,7 +115,7 @@ fn a_rebooted_node_comes_back_configured() {
     assert_eq!(s["persistence"]["in_force"]["slot"], 1 - newest);
 
     // Both records bad: maintenance mode, and status says why.
-    ok(&node.vm, signed(&node, CommandKind::Poweroff));
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
     node.vm.expect_exit(WAIT);
     // (The poweroff just wrote a fresh record over the bad one: damage both.)
     for i in 0..2 {
@@ -295,9 +275,9 @@ fn a_trial_times_out_and_a_confirmed_one_persists() {
     assert_eq!(node.hands("hostname")["hostname"], "gen-1");
 
     ok(&node.vm, try_apply(&node, 2, 600_000));
-    let r = ok(&node.vm, signed(&node, CommandKind::Confirm));
+    let r = ok(&node.vm, node.signed(CommandKind::Confirm));
     assert_eq!(r["confirmed"], 2);
-    ok(&node.vm, signed(&node, CommandKind::Reboot));
+    ok(&node.vm, node.signed(CommandKind::Reboot));
     node.vm.expect_exit(WAIT);
     node.boot_again(&build, &more);
     node.vm.expect("booted configured: generation 2", WAIT);

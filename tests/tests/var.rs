@@ -5,13 +5,11 @@
 //! of the same disk. Named by `basalt.var=partlabel:VAR`, a missing or
 //! unmountable partition stops the boot with one line.
 
-use basalt_common::command::{Command, CommandKind};
+use basalt_common::command::CommandKind;
 use basalt_common::disk::gpt::{self, Guid, PartitionSpec};
-use basalt_common::envelope::SignedEnvelope;
-use basalt_common::proto::Response;
 use basalt_tests::node::*;
 use basalt_tests::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,25 +64,6 @@ fn var_disk(path: &Path, scratch: &Scratch, label: &str, ext4: bool) {
 
 fn with_disk(disk: PathBuf) -> impl Fn(basalt_qemu::VmConfig) -> basalt_qemu::VmConfig {
     move |cfg| cfg.writable_disk(&disk)
-}
-
-fn signed(node: &Node, kind: CommandKind) -> Response {
-    let mut vsock = node.vsock();
-    let nonce = ok(&node.vm, call(&mut vsock, "status", Map::new()))["nonce"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cmd = Command {
-        kind,
-        node: node.id.clone(),
-        nonce,
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "envelope".into(),
-        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
-    );
-    call(&mut vsock, kind.as_str(), fields)
 }
 
 /// Applies a config whose files are `files`, and waits for testhands.
@@ -156,7 +135,7 @@ fn var_partition_is_ext4_nosuid_nodev_and_survives_a_reboot() {
 
     // A clean poweroff, then the same disk again: the mark is there although
     // the second config does not write it.
-    ok(&node.vm, signed(&node, CommandKind::Poweroff));
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
     assert!(node.vm.expect_exit(WAIT).success());
     node.boot_again(&build, &more);
     configure(
