@@ -142,7 +142,7 @@ test: lint unit fuzz-short vmtest
 robustness: image
 	@mkdir -p $(B)/test-logs && rm -f $(B)/test-logs/robustness.txt
 	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) BASALT_ROBUSTNESS=long \
-	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms -- --test-threads=2 --nocapture
+	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms --test state -- --test-threads=2 --nocapture
 	@cat $(B)/test-logs/robustness.txt
 
 # Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS each,

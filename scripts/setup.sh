@@ -33,6 +33,7 @@ want_file /usr/sbin/mkfs.vfat dosfstools
 want_file /usr/sbin/sfdisk fdisk
 want_file /usr/sbin/sgdisk gdisk
 want_file /usr/sbin/veritysetup cryptsetup-bin
+want_file /usr/sbin/mke2fs e2fsprogs
 want_file /usr/lib/systemd/boot/efi/linuxx64.efi.stub systemd-boot-efi
 want_file /usr/share/OVMF/OVMF_CODE_4M.fd ovmf
 

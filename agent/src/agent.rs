@@ -13,6 +13,7 @@ use crate::logs::{self, Echo};
 use crate::node_info;
 use crate::nonce::{self, ConnId, NonceBook};
 use crate::persist::Store;
+use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
 use crate::supervisor::Supervisor;
@@ -78,12 +79,22 @@ impl Stages {
     }
 }
 
-/// Init's contract: SIGTERM powers off, SIGINT reboots.
+/// Init's contract: SIGTERM powers off, SIGINT reboots. A reset of /var
+/// ends in a reboot. (`confirm` is never a shutdown: it never reaches
+/// `shutdown`.)
 fn init_signal(shutdown: CommandKind) -> Signal {
     match shutdown {
         CommandKind::Poweroff => Signal::SIGTERM,
-        CommandKind::Reboot => Signal::SIGINT,
+        CommandKind::Reboot | CommandKind::ResetVar | CommandKind::Confirm => Signal::SIGINT,
     }
+}
+
+/// A config applied with `try_ms`: in force, not persisted, reverted at
+/// `until_ns` unless a signed `confirm` arrives first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Trial {
+    generation: u64,
+    until_ns: u64,
 }
 
 /// What `status` says about the channels.
@@ -113,8 +124,10 @@ pub struct Agent {
     init_signalled: bool,
     exit_when_stopped: bool,
     state_dirty: bool,
+    scrub: Scrub,
     /// The STATE partition's records: what survives a reboot.
     store: Store,
+    trial: Option<Trial>,
 }
 
 /// Where a config being applied comes from.
@@ -122,6 +135,8 @@ pub struct Agent {
 enum Source {
     /// An `apply` request: written to the STATE partition before the answer.
     Request,
+    /// An `apply` with `try_ms`: checked like a request, persisted by nothing.
+    Trial,
     /// Read back from the STATE partition at boot: already there.
     Stored,
 }
@@ -136,6 +151,7 @@ impl Agent {
             unix: settings.listen_unix.clone(),
         };
         let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
+        let scrub = Scrub::from_boot_report(read_boot_report(&settings.boot_report()).as_ref(), boot.scrub_rate);
         let store = Store::open(
             &boot.state,
             &settings.node_path("/sys/class/block"),
@@ -158,7 +174,9 @@ impl Agent {
             init_signalled: false,
             exit_when_stopped: false,
             state_dirty: false,
+            scrub,
             store,
+            trial: None,
         };
         let stored = agent.store.read();
         if agent.recover() {
@@ -251,7 +269,15 @@ impl Agent {
             }
         };
         let shutdown = saved.shutdown;
+        let trial_until = saved.trial_until_ns;
         self.restore(&path, saved);
+        // A trial goes on across an agent restart, to the same deadline.
+        if let (Some(until_ns), Some(a)) = (trial_until, &self.applied) {
+            self.trial = Some(Trial {
+                generation: a.config.generation,
+                until_ns,
+            });
+        }
         // A signed shutdown was accepted and answered before the previous
         // agent died: it still happens, and nothing starts again first.
         if let Some(shutdown) = shutdown {
@@ -343,9 +369,11 @@ impl Agent {
         let reply = match req.op {
             Op::Status => Ok(self.status(conn, received_ns)),
             Op::Logs { source, tail, since } => self.logs(&source, tail, since),
-            Op::Apply { envelope } => self.apply(envelope, received_ns),
+            Op::Apply { envelope, try_ms } => self.apply(envelope, try_ms, received_ns),
+            Op::Confirm { envelope } => self.confirm(envelope, conn, received_ns),
             Op::Reboot { envelope } => self.command(CommandKind::Reboot, envelope, received_ns),
             Op::Poweroff { envelope } => self.command(CommandKind::Poweroff, envelope, received_ns),
+            Op::ResetVar { envelope } => self.command(CommandKind::ResetVar, envelope, received_ns),
         };
         match reply {
             Ok(result) => proto::ok_line(&req.id, result),
@@ -395,9 +423,105 @@ impl Agent {
         }
     }
 
-    fn apply(&mut self, envelope: SignedEnvelope, received_ns: u64) -> Reply {
+    fn apply(&mut self, envelope: SignedEnvelope, try_ms: Option<u64>, received_ns: u64) -> Reply {
         self.refuse_if_shutting_down()?;
-        self.accept_config(envelope, received_ns, Source::Request)
+        let source = if try_ms.is_some() {
+            Source::Trial
+        } else {
+            Source::Request
+        };
+        let mut result = self.accept_config(envelope, received_ns, source)?;
+        let generation = result["generation"].as_u64().unwrap_or_default();
+        let ended = match try_ms {
+            Some(ms) => self.trial.replace(Trial {
+                generation,
+                until_ns: received_ns.saturating_add(ms.saturating_mul(NS_PER_MS)),
+            }),
+            None => self.trial.take(),
+        };
+        if let Some(t) = ended {
+            log::info!(
+                "the trial of generation {} ends: generation {generation} applied",
+                t.generation
+            );
+        }
+        if let Some(ms) = try_ms {
+            let back_to = self.store.record().generation_floor;
+            log::warn!(
+                "generation {generation} is on trial for {} s: nothing persisted; back to {} unless confirmed",
+                ms / 1000,
+                back_to.map_or("maintenance mode".to_string(), |g| format!("generation {g}"))
+            );
+            result["trial"] = self.trial_json(received_ns);
+        }
+        self.state_dirty = true;
+        Ok(result)
+    }
+
+    /// A signed `confirm`: the config on trial becomes the persisted one.
+    fn confirm(&mut self, envelope: SignedEnvelope, _conn: ConnId, now: u64) -> Reply {
+        let key_id = self.check_command(CommandKind::Confirm, &envelope, now)?;
+        self.refuse_if_shutting_down()?;
+        let Some(trial) = self.trial else {
+            return Err((ErrorCode::NoTrial, "no config is on trial; nothing to confirm".into()));
+        };
+        let Some(applied) = self.applied.as_ref() else {
+            return Err((ErrorCode::Internal, "a trial with no config in force".into()));
+        };
+        let record = StateRecord {
+            generation_floor: Some(trial.generation),
+            config: Some(applied.envelope.clone()),
+            ..self.store.record().clone()
+        };
+        self.store
+            .write(record)
+            .map_err(|e| (ErrorCode::ApplyFailed, format!("{e}; the trial goes on")))?;
+        self.trial = None;
+        self.state_dirty = true;
+        log::info!("generation {} confirmed (key {key_id}): persisted", trial.generation);
+        Ok(json!({"confirmed": trial.generation}))
+    }
+
+    /// The trial ran out: back to the persisted config (or maintenance mode
+    /// if nothing was ever persisted), with the persisted floor.
+    fn end_trial(&mut self, trial: Trial, now: u64) {
+        let persisted = self.store.record().clone();
+        self.floor = persisted.generation_floor;
+        self.state_dirty = true;
+        if let Some(envelope) = persisted.config {
+            match self.accept_config(envelope, now, Source::Stored) {
+                Ok(r) => {
+                    log::warn!(
+                        "the trial of generation {} timed out: back on the persisted generation {}",
+                        trial.generation,
+                        r["generation"]
+                    );
+                    return;
+                }
+                Err((code, why)) => log::error!(
+                    "the trial of generation {} timed out, and the persisted config cannot be applied ({code}: {why}): maintenance mode",
+                    trial.generation
+                ),
+            }
+        } else {
+            log::warn!(
+                "the trial of generation {} timed out: nothing was persisted before it, back to maintenance mode",
+                trial.generation
+            );
+        }
+        self.supervisor.apply(&[], now);
+        self.applied = None;
+    }
+
+    fn trial_json(&self, now: u64) -> Value {
+        match self.trial {
+            None => Value::Null,
+            Some(t) => json!({
+                "generation": t.generation,
+                "reverts_in_ms": clock::ms(t.until_ns.saturating_sub(now)),
+                "back_to": self.store.record().generation_floor,
+            }),
+        }
     }
 
     /// Checks a config completely, then applies it all or nothing: files,
@@ -415,7 +539,7 @@ impl Agent {
             // A request must be newer than the floor; the record that set
             // the floor is re-applied at boot, so it may equal it.
             applied_generation: match source {
-                Source::Request => self.floor,
+                Source::Request | Source::Trial => self.floor,
                 Source::Stored => self.floor.and_then(|f| f.checked_sub(1)),
             },
         };
@@ -462,7 +586,7 @@ impl Agent {
             stages.mark("state");
             match source {
                 Source::Request => self.store.write(record).map_err(|e| e.to_string()),
-                Source::Stored => Ok(()),
+                Source::Trial | Source::Stored => Ok(()),
             }
         });
         if let Err(why) = saved {
@@ -543,8 +667,15 @@ impl Agent {
         }
     }
 
-    fn command(&mut self, kind: CommandKind, envelope: SignedEnvelope, now: u64) -> Reply {
-        let key_id = self.verify(&envelope)?.key_id();
+    /// A signed command's checks: signature, kind, node, and its nonce,
+    /// which this consumes. Returns the signing key's id.
+    fn check_command(
+        &mut self,
+        kind: CommandKind,
+        envelope: &SignedEnvelope,
+        now: u64,
+    ) -> Result<String, (ErrorCode, String)> {
+        let key_id = self.verify(envelope)?.key_id();
         let cmd = Command::parse(&envelope.payload, kind).map_err(|e| match e {
             CommandError::WrongKind { .. } => (ErrorCode::WrongKind, e.to_string()),
             CommandError::Json(_) => (ErrorCode::BadRequest, e.to_string()),
@@ -553,12 +684,17 @@ impl Agent {
         if cmd.node != node {
             return Err((
                 ErrorCode::WrongNode,
-                format!("command is for node {:?}, this node is {node:?}", cmd.node),
+                format!("command is for node {:?}, this node is {node:?}", clip(&cmd.node)),
             ));
         }
         self.nonces
             .consume(&cmd.nonce, now)
             .map_err(|e| (ErrorCode::BadNonce, e.to_string()))?;
+        Ok(key_id)
+    }
+
+    fn command(&mut self, kind: CommandKind, envelope: SignedEnvelope, now: u64) -> Reply {
+        let key_id = self.check_command(kind, &envelope, now)?;
         // After the nonce check, so a replay is reported as one even mid-shutdown.
         self.refuse_if_shutting_down()?;
         let shutdown = kind;
@@ -669,6 +805,7 @@ impl Agent {
             })),
             "generation_floor": self.floor,
             "persistence": self.store.status(),
+            "trial": self.trial_json(now),
             "services": self.supervisor.status(now),
             "apply_to_exec_ms": self.supervisor.apply_to_exec(),
             "agent_peak_rss_kib": node_info::peak_rss_kib(&self.settings.proc_path("self/status")),
@@ -680,6 +817,7 @@ impl Agent {
                 "unix": self.channels.unix.as_ref().map(|p| p.display().to_string()),
             },
             "shutting_down": self.shutdown.map(CommandKind::as_str),
+            "scrub": self.scrub.status(now),
             "now_ms": clock::ms(now),
             "nonce": nonce,
         })
@@ -715,12 +853,17 @@ impl Agent {
     /// Drives everything that runs on time: service starts and stops, the
     /// log pump, the state file, and the final signal to init.
     pub fn tick(&mut self, now: u64) {
+        if let Some(trial) = self.trial.filter(|t| now >= t.until_ns) {
+            self.trial = None;
+            self.end_trial(trial, now);
+        }
         self.supervisor.tick(now);
         // Straight after starts and stops, so the pids on record are current.
         if self.supervisor.take_changed() || self.state_dirty {
             // A failure is logged and leaves state_dirty set: the next tick retries.
             let _ = self.save_state();
         }
+        self.scrub.tick(now, scrub::service_up(self.supervisor.services()));
         if now >= self.next_pump_ns {
             self.pump_logs();
             self.next_pump_ns = now + LOG_PUMP_NS;
@@ -728,6 +871,15 @@ impl Agent {
         if let Some(shutdown) = self.shutdown {
             if !self.init_signalled && self.supervisor.all_stopped() {
                 self.init_signalled = true;
+                if shutdown == CommandKind::ResetVar {
+                    // Nothing runs now that could write /var; the next boot
+                    // applies the persisted config to an empty one.
+                    let var = self.settings.node_path("/var");
+                    match files::empty_dir(&var) {
+                        Ok(n) => log::warn!("reset: {n} entries removed from {}; rebooting", var.display()),
+                        Err(e) => log::error!("reset: {e}; rebooting with /var as it is"),
+                    }
+                }
                 let init = Pid::from_raw(self.settings.init_pid);
                 match kill(init, init_signal(shutdown)) {
                     Ok(()) => log::warn!(
@@ -747,7 +899,10 @@ impl Agent {
 
     /// When [`tick`](Self::tick) next has something to do.
     pub fn next_wakeup(&self) -> u64 {
-        let pump = self.next_pump_ns;
+        let pump = self
+            .trial
+            .map_or(self.next_pump_ns, |t| t.until_ns.min(self.next_pump_ns))
+            .min(self.scrub.next_deadline().unwrap_or(u64::MAX));
         self.supervisor.next_deadline().map_or(pump, |d| d.min(pump))
     }
 
@@ -802,6 +957,7 @@ impl Agent {
             }),
             services,
             shutdown: self.shutdown,
+            trial_until_ns: self.trial.map(|t| t.until_ns),
         };
         let bytes = serde_json::to_vec(&saved.to_json()).unwrap_or_default();
         let path = self.settings.state_file();

@@ -341,6 +341,37 @@ impl Committed {
     }
 }
 
+/// Removes everything in `dir` (not `dir` itself), without following a
+/// symlink or crossing into another filesystem mounted below it. Returns
+/// how many entries of `dir` were removed.
+pub fn empty_dir(dir: &Path) -> Result<u64, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path, op, e: std::io::Error| FileError::Io {
+        path: path.display().to_string(),
+        op,
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    };
+    let dev = std::fs::symlink_metadata(dir).map_err(|e| io(dir, "inspect", e))?.dev();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, "list", e))? {
+        let entry = entry.map_err(|e| io(dir, "list", e))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, "inspect", e))?;
+        if meta.dev() != dev {
+            log::warn!("{} is another filesystem: left alone", path.display());
+            continue;
+        }
+        let done = if meta.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        done.map_err(|e| io(&path, "remove", e))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +473,25 @@ mod tests {
             .collect();
         assert!(names.is_empty(), "{names:?}");
         assert_eq!(std::fs::read_to_string(r.join("var/lib/b")).unwrap(), "b1");
+        let _ = std::fs::remove_dir_all(&r);
+    }
+
+    #[test]
+    fn empty_dir_removes_everything_below_and_follows_no_link() {
+        let r = root("empty");
+        let outside = r.join("etc/keep");
+        std::fs::write(&outside, "keep").unwrap();
+        std::fs::create_dir_all(r.join("var/lib/deep/er")).unwrap();
+        std::fs::write(r.join("var/lib/deep/er/f"), "x").unwrap();
+        std::fs::write(r.join("var/top"), "x").unwrap();
+        std::os::unix::fs::symlink(r.join("etc"), r.join("var/link")).unwrap();
+        assert_eq!(empty_dir(&r.join("var")).unwrap(), 3);
+        assert!(std::fs::read_dir(r.join("var")).unwrap().next().is_none());
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "keep",
+            "a link's target is not touched"
+        );
         let _ = std::fs::remove_dir_all(&r);
     }
 

@@ -18,6 +18,7 @@ mod logs;
 mod node_info;
 mod nonce;
 mod persist;
+mod scrub;
 mod server;
 mod settings;
 mod state;

@@ -1,5 +1,6 @@
 //! What the agent is told: its command line (paths, mostly for tests) and
-//! the `basalt.*` keys of the kernel command line (channels, node id).
+//! the `basalt.*` keys of the kernel command line (channels, node id,
+//! scrub rate).
 //!
 //! A bad kernel command line key is reported and replaced by its default,
 //! never fatal: an agent that refuses to start locks the operator out.
@@ -14,6 +15,8 @@ pub const DEFAULT_SERIAL: &str = "ttyS1";
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 /// How much of each log is kept.
 pub const DEFAULT_LOG_CAP: u64 = 256 * 1024;
+/// `basalt.scrub_rate=` when the command line has none: 8 MiB/s.
+pub const DEFAULT_SCRUB_RATE: u64 = 8 << 20;
 
 pub const USAGE: &str = "\
 usage: basalt-agent [OPTIONS]
@@ -220,6 +223,8 @@ pub struct BootParams {
     pub vsock_port: Option<u32>,
     /// `basalt.node=`, unchecked (identity.rs decides what it is worth).
     pub node: Option<String>,
+    /// `basalt.scrub_rate=`, in bytes per second; `None` when off.
+    pub scrub_rate: Option<u64>,
     /// `basalt.state=`: where configs persist across reboots.
     pub state: StateSource,
 }
@@ -265,6 +270,14 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             warnings.push(format!("basalt.node: {why}"));
         }
     }
+    let scrub_rate = match value("basalt.scrub_rate").map(|v| parse_scrub_rate(&v)) {
+        None => Some(DEFAULT_SCRUB_RATE),
+        Some(Ok(rate)) => rate,
+        Some(Err(why)) => {
+            warnings.push(format!("{why}; using 8"));
+            Some(DEFAULT_SCRUB_RATE)
+        }
+    };
     let state = match value("basalt.state") {
         None => StateSource::default(),
         Some(v) => StateSource::parse(&v).unwrap_or_else(|why| {
@@ -277,15 +290,42 @@ pub fn boot_params(line: &str) -> (BootParams, Vec<String>) {
             serial,
             vsock_port,
             node,
+            scrub_rate,
             state,
         },
         warnings,
     )
 }
 
+/// `basalt.scrub_rate=` in MiB/s: a decimal number such as `8` or `0.5`,
+/// up to 4096; `0` or `off` turns the scrub off (`Ok(None)`). The rate
+/// comes back in bytes per second, at least 4096 (one block).
+pub fn parse_scrub_rate(value: &str) -> Result<Option<u64>, String> {
+    if value == "off" || value == "0" {
+        return Ok(None);
+    }
+    let valid = !value.is_empty()
+        && value.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && value.matches('.').count() <= 1
+        && !value.starts_with('.')
+        && !value.ends_with('.');
+    let mib = match value.parse::<f64>() {
+        Ok(v) if valid && v.is_finite() && (0.0..=4096.0).contains(&v) => v,
+        _ => {
+            return Err(format!(
+                "basalt.scrub_rate={value:?} is not MiB/s (0 to 4096) or \"off\""
+            ))
+        }
+    };
+    let bytes = (mib * (1u64 << 20) as f64) as u64;
+    Ok((bytes > 0).then_some(bytes.max(4096)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EIGHT: Option<u64> = Some(8 << 20);
 
     #[test]
     fn sources_parse() {
@@ -357,6 +397,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 0,
@@ -367,6 +408,7 @@ mod tests {
                     serial: None,
                     vsock_port: None,
                     node: Some("n1".into()),
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 0,
@@ -377,6 +419,7 @@ mod tests {
                     serial: dev("/dev/hvc1"),
                     vsock_port: Some(5000),
                     node: None,
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 0,
@@ -387,6 +430,7 @@ mod tests {
                     serial: dev("/dev/pts/3"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 0,
@@ -397,6 +441,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: None,
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 2,
@@ -407,6 +452,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(1024),
                     node: Some("bad/id".into()),
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 2,
@@ -417,6 +463,7 @@ mod tests {
                     serial: dev("/dev/ttyS1"),
                     vsock_port: Some(2),
                     node: None,
+                    scrub_rate: EIGHT,
                     state: StateSource::default(),
                 },
                 0,
@@ -426,6 +473,53 @@ mod tests {
             let (got, warned) = boot_params(line);
             assert_eq!(&got, want, "{line}");
             assert_eq!(warned.len(), *warnings, "{line}: {warned:?}");
+        }
+    }
+
+    #[test]
+    fn scrub_rate_values() {
+        const MIB: u64 = 1 << 20;
+        let ok = [
+            ("8", Some(8 * MIB)),
+            ("0.5", Some(MIB / 2)),
+            ("4096", Some(4096 * MIB)),
+            ("16.25", Some(16 * MIB + MIB / 4)),
+            ("0", None),
+            ("off", None),
+            ("0.0", None),
+            // Less than a block a second rounds up to one block.
+            ("0.000001", Some(4096)),
+        ];
+        for (v, want) in ok {
+            assert_eq!(parse_scrub_rate(v), Ok(want), "{v}");
+        }
+        for v in ["", "-1", "4097", "1e3", "inf", "NaN", "8MiB", ".5", "5.", "1.2.3", " 8"] {
+            let e = parse_scrub_rate(v).unwrap_err();
+            assert_eq!(
+                e,
+                format!("basalt.scrub_rate={v:?} is not MiB/s (0 to 4096) or \"off\"")
+            );
+        }
+    }
+
+    #[test]
+    fn scrub_rate_table() {
+        let cases = [
+            ("", EIGHT, None),
+            ("basalt.scrub_rate=0", None, None),
+            ("basalt.scrub_rate=off", None, None),
+            ("basalt.scrub_rate=64", Some(64 << 20), None),
+            ("basalt.scrub_rate=0.5 basalt.scrub_rate=2", Some(2 << 20), None),
+            (
+                "basalt.scrub_rate=fast",
+                EIGHT,
+                Some("basalt.scrub_rate=\"fast\" is not MiB/s (0 to 4096) or \"off\"; using 8"),
+            ),
+        ];
+        for (line, rate, warning) in cases {
+            let (got, warned) = boot_params(line);
+            assert_eq!(got.scrub_rate, rate, "{line}");
+            assert_eq!(warned.first().map(String::as_str), warning, "{line}");
         }
     }
 }

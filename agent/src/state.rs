@@ -26,6 +26,8 @@ pub struct SavedState {
     /// an agent restarted mid-shutdown carries it out instead of starting
     /// the services again.
     pub shutdown: Option<CommandKind>,
+    /// The config in force is on trial until this CLOCK_MONOTONIC time (ns).
+    pub trial_until_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +115,17 @@ impl SavedState {
             })),
             "services": self.services.iter().map(service_json).collect::<Vec<_>>(),
             "shutdown": self.shutdown.map(CommandKind::as_str),
+            "trial_until_ns": self.trial_until_ns,
         })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, JsonError> {
         let doc = json::parse_strict(bytes)?;
-        let f = Fields::new(&doc, "$", &["format", "floor", "applied", "services", "shutdown"])?;
+        let f = Fields::new(
+            &doc,
+            "$",
+            &["format", "floor", "applied", "services", "shutdown", "trial_until_ns"],
+        )?;
         let format = f.u64("format")?;
         if format != STATE_FORMAT {
             return Err(JsonError::new(
@@ -147,6 +154,7 @@ impl SavedState {
             Some(v) => match json::as_str(v, "$.shutdown")? {
                 "poweroff" => Some(CommandKind::Poweroff),
                 "reboot" => Some(CommandKind::Reboot),
+                "reset-var" => Some(CommandKind::ResetVar),
                 other => return Err(JsonError::new("$.shutdown", format!("unknown shutdown {other:?}"))),
             },
         };
@@ -155,6 +163,7 @@ impl SavedState {
             applied,
             services,
             shutdown,
+            trial_until_ns: opt(&f, "trial_until_ns", json::as_u64)?,
         })
     }
 }
@@ -346,6 +355,7 @@ mod tests {
                 },
             ],
             shutdown: Some(CommandKind::Reboot),
+            trial_until_ns: Some(123_456),
         }
     }
 
@@ -359,6 +369,7 @@ mod tests {
         assert_eq!(SavedState::parse(&bytes).unwrap(), empty);
         let poweroff = SavedState {
             shutdown: Some(CommandKind::Poweroff),
+            trial_until_ns: None,
             ..SavedState::default()
         };
         let bytes = serde_json::to_vec(&poweroff.to_json()).unwrap();

@@ -186,3 +186,92 @@ fn a_failing_state_device_fails_the_apply_and_changes_nothing() {
         "the hostname as it was: never set"
     );
 }
+
+fn apply_try(node: &TestNode, doc: &Value, try_ms: u64) -> basalt_common::proto::Response {
+    node.call(
+        "apply",
+        serde_json::json!({"envelope": node.sign(doc).to_json(), "try_ms": try_ms}),
+    )
+}
+
+fn confirm(node: &TestNode) -> basalt_common::proto::Response {
+    let envelope = node.command(basalt_common::command::CommandKind::Confirm);
+    node.call("confirm", serde_json::json!({"envelope": envelope.to_json()}))
+}
+
+/// `apply --try`: nothing persisted; the node goes back to the persisted
+/// config when the trial times out, and a reboot during a trial comes back
+/// on the persisted one too. A signed confirm persists it.
+#[test]
+fn a_trial_reverts_unless_confirmed() {
+    let scratch_state = Scratch::new("persist-img");
+    let img = scratch_state.path.join("state.img");
+    std::fs::write(&img, []).unwrap();
+    let mut node = persistent_node("persist-try", &img.display().to_string());
+    let (code, _) = expect_error(confirm(&node));
+    assert_eq!(code, "no_trial");
+    expect_ok(node.apply(&cfg(&node, 1)));
+    let first = node.wait_running("svc");
+
+    // A trial of generation 2 that nobody confirms.
+    let mut v2 = cfg(&node, 2);
+    v2["services"][0]["exec"][2] = serde_json::json!("while :; do sleep 2; done");
+    let r = expect_ok(apply_try(&node, &v2, 2_000));
+    assert_eq!(r["trial"]["back_to"], 1, "{r}");
+    let s = node.status();
+    assert_eq!(
+        (s["config"]["generation"].clone(), s["trial"]["generation"].clone()),
+        (2.into(), 2.into())
+    );
+    assert_eq!(read(&node.root.join("var/lib/app/generation")), "2");
+    assert_eq!(s["persistence"]["writes"], 1, "the trial wrote nothing to STATE");
+    let s = node.wait_status("the trial reverted", |s| s["config"]["generation"] == 1);
+    assert_eq!(s["trial"], Value::Null);
+    assert_eq!(s["generation_floor"], 1);
+    assert_eq!(read(&node.root.join("var/lib/app/generation")), "1");
+    let back = node.wait_running("svc");
+    assert_ne!(back["pid"], first["pid"], "the changed service was restarted back");
+    assert!(node
+        .stderr()
+        .contains("the trial of generation 2 timed out: back on the persisted generation 1"));
+
+    // Generation 2 again, confirmed this time: persisted.
+    expect_ok(apply_try(&node, &v2, 60_000));
+    let r = expect_ok(confirm(&node));
+    assert_eq!(r["confirmed"], 2);
+    assert_eq!(node.status()["trial"], Value::Null);
+
+    // A reboot during a trial of generation 3 comes back on generation 2.
+    expect_ok(apply_try(&node, &cfg(&node, 3), 60_000));
+    reboot(&mut node);
+    node.wait_running("svc");
+    let s = node.status();
+    assert_eq!(s["config"]["generation"], 2, "{s}");
+    assert_eq!(s["trial"], Value::Null);
+}
+
+/// `basaltctl reset --var`: a signed command that stops every service,
+/// empties /var and reboots; the persisted config applies again after it.
+#[test]
+fn reset_var_empties_var_and_reboots() {
+    let scratch_state = Scratch::new("persist-img");
+    let img = scratch_state.path.join("state.img");
+    std::fs::write(&img, []).unwrap();
+    let mut node = persistent_node("persist-reset", &img.display().to_string());
+    expect_ok(node.apply(&cfg(&node, 1)));
+    node.wait_running("svc");
+    std::fs::create_dir_all(node.root.join("var/lib/kubelet/pods")).unwrap();
+    std::fs::write(node.root.join("var/lib/kubelet/pods/state"), "old").unwrap();
+    let envelope = node.command(basalt_common::command::CommandKind::ResetVar);
+    let r = expect_ok(node.call("reset-var", serde_json::json!({"envelope": envelope.to_json()})));
+    assert_eq!(r["accepted"], "reset-var");
+    // The stand-in init gets SIGINT (reboot) once the services are down.
+    wait_child(&mut node.init, TIMEOUT).expect("init was signalled");
+    assert!(node.stderr().contains("entries removed from"), "{}", node.stderr());
+    let left: Vec<_> = std::fs::read_dir(node.root.join("var")).unwrap().collect();
+    assert!(left.is_empty(), "/var emptied: {left:?}");
+    // basaltctl insists on saying what is reset.
+    let (code, _, err) = node.ctl(&["reset", "--key", "/nonexistent"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("reset takes --var"), "{err}");
+}

@@ -1,8 +1,10 @@
 #![cfg(feature = "host")]
 //! Arguments. `make bench` passes every path explicitly; the defaults are
-//! what the Makefile would pass.
+//! what the Makefile would pass. [`TAKES`] lists the options each command
+//! takes; [`USAGE`] says what they are.
 
 use crate::boots::Init;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -23,13 +25,29 @@ options:
   --modules-dir DIR   kernel modules (default: BUILD/kernel/modules)
   --kconfig FILE      kernel config (default: BUILD/kernel/config)
   --busybox FILE      a static busybox (default: /bin/busybox)
+  --init NAME         boot: basalt or busybox
+  --size MiB          boot: the image size (default: 64)
+  --json FILE         render: the results.json to read
   --out DIR           where the results go (default: bench)
   --runs N            boots per init per image size, alternating (default: 5, at least 5)
   --scale-runs N      boots per extra size for the scaling curve (default: 3)
   --hash-rounds N     rounds of the hashing comparison (default: 5)
   --hash-mib N        size of the hashed file (default: 1024)
   --agent-runs N      fresh nodes configured for parts 5 and 6 (default: 5)
-  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)";
+  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)
+  --sizes LIST        boot only these image sizes, MiB, of 64,256,512,1024 (default: all)";
+
+const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
+
+const RUN: &str = "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --parts --sizes";
+
+/// The options each command takes.
+const TAKES: [(&str, &[&str]); 4] = [
+    ("help", &[]),
+    ("run", &[PATHS, RUN]),
+    ("boot", &[PATHS, "--init --size"]),
+    ("render", &["--json --out"]),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -45,32 +63,14 @@ pub struct RenderOptions {
     pub out: PathBuf,
 }
 
-/// The parts of the suite `--parts` selects.
+/// The parts of the suite `--parts` selects: 1, 2 and 7 (the boots), 3
+/// (hashing), 4 (sizes), 5 and 6 (the agent's memory and apply latency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parts {
-    /// 1, 2 and 7: the boots.
     pub boot: bool,
-    /// 3: hashing.
     pub hash: bool,
-    /// 4: sizes.
     pub sizes: bool,
-    /// 5 and 6: the agent's memory and apply latency.
     pub agent: bool,
-}
-
-impl Parts {
-    pub const ALL: Parts = Parts {
-        boot: true,
-        hash: true,
-        sizes: true,
-        agent: true,
-    };
-    const NONE: Parts = Parts {
-        boot: false,
-        hash: false,
-        sizes: false,
-        agent: false,
-    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub struct RunOptions {
     pub hash_mib: u64,
     pub agent_runs: usize,
     pub parts: Parts,
+    /// The image sizes to boot (MiB).
+    pub sizes: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,98 @@ pub struct BootOptions {
 /// The issue asks for at least five boots of each init per size.
 pub const MIN_RUNS: usize = 5;
 
+/// `--flag value` pairs, each at most once, each one the command takes.
+struct Flags(BTreeMap<String, String>);
+
+impl Flags {
+    fn parse(takes: &[&str], args: &[String]) -> Result<Flags, String> {
+        let mut flags = BTreeMap::new();
+        for pair in args.chunks(2) {
+            let flag = &pair[0];
+            if !flag.starts_with("--") {
+                return Err(format!("unexpected argument {flag:?}"));
+            }
+            if !takes.iter().any(|t| t.split(' ').any(|f| f == flag)) {
+                return Err(format!("unknown option {flag}"));
+            }
+            let value = pair.get(1).ok_or_else(|| format!("{flag} needs a value"))?;
+            if flags.insert(flag.clone(), value.clone()).is_some() {
+                return Err(format!("{flag} given twice"));
+            }
+        }
+        Ok(Flags(flags))
+    }
+
+    fn get(&self, flag: &str) -> Option<String> {
+        self.0.get(flag).cloned()
+    }
+
+    fn path(&self, flag: &str, default: impl Into<PathBuf>) -> PathBuf {
+        self.get(flag).map_or_else(|| default.into(), PathBuf::from)
+    }
+
+    fn required(&self, flag: &str) -> Result<PathBuf, String> {
+        self.get(flag)
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{flag} is required"))
+    }
+
+    fn number(&self, flag: &str, default: u64) -> Result<u64, String> {
+        match self.get(flag) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{flag} {v:?}: not a whole number")),
+        }
+    }
+
+    /// A count of something the suite repeats: at least 1.
+    fn count(&self, flag: &str, default: u64) -> Result<usize, String> {
+        Ok(self.number(flag, default)?.max(1) as usize)
+    }
+
+    fn paths(&self) -> Result<Paths, String> {
+        let build = self.required("--build")?;
+        Ok(Paths {
+            handoff: self.required("--handoff")?,
+            fragment: self.required("--fragment")?,
+            modules_dir: self.path("--modules-dir", build.join("kernel/modules")),
+            kconfig: self.path("--kconfig", build.join("kernel/config")),
+            busybox: self.path("--busybox", "/bin/busybox"),
+            build,
+        })
+    }
+
+    fn run(&self) -> Result<RunOptions, String> {
+        let runs = self.number("--runs", MIN_RUNS as u64)? as usize;
+        if runs < MIN_RUNS {
+            return Err(format!(
+                "--runs {runs}: at least {MIN_RUNS} boots of each init are needed"
+            ));
+        }
+        Ok(RunOptions {
+            paths: self.paths()?,
+            out: self.path("--out", "bench"),
+            runs,
+            scale_runs: self.count("--scale-runs", 3)?,
+            hash_rounds: self.count("--hash-rounds", 5)?,
+            hash_mib: self.count("--hash-mib", 1024)? as u64,
+            agent_runs: self.count("--agent-runs", 5)?,
+            parts: parse_parts(&self.get("--parts").unwrap_or("boot,hash,sizes,agent".into()))?,
+            sizes: parse_sizes(&self.get("--sizes").unwrap_or("64,256,512,1024".into()))?,
+        })
+    }
+
+    fn boot(&self) -> Result<BootOptions, String> {
+        let init = match self.get("--init").as_deref() {
+            Some("basalt") => Init::Basalt,
+            Some("busybox") => Init::Busybox,
+            Some(other) => return Err(format!("--init {other:?}: basalt or busybox")),
+            None => return Err("--init is required".into()),
+        };
+        let (paths, size_mib) = (self.paths()?, self.number("--size", 64)?);
+        Ok(BootOptions { paths, init, size_mib })
+    }
+}
+
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let args: Vec<String> = args
         .into_iter()
@@ -116,129 +210,48 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let Some((command, rest)) = args.split_first() else {
         return Err("no command given".into());
     };
-    let mut flags = Flags::parse(rest)?;
-    let command = match command.as_str() {
-        "help" => Command::Help,
-        "run" => {
-            let paths = paths(&mut flags)?;
-            let runs = flags.number("--runs", MIN_RUNS as u64)? as usize;
-            if runs < MIN_RUNS {
-                return Err(format!(
-                    "--runs {runs}: at least {MIN_RUNS} boots of each init are needed"
-                ));
-            }
-            let opts = RunOptions {
-                out: flags.take("--out").unwrap_or_else(|| "bench".into()).into(),
-                runs,
-                scale_runs: flags.number("--scale-runs", 3)?.max(1) as usize,
-                hash_rounds: flags.number("--hash-rounds", 5)?.max(1) as usize,
-                hash_mib: flags.number("--hash-mib", 1024)?.max(1),
-                agent_runs: flags.number("--agent-runs", 5)?.max(1) as usize,
-                parts: match flags.take("--parts") {
-                    None => Parts::ALL,
-                    Some(list) => parse_parts(&list)?,
-                },
-                paths,
-            };
-            Command::Run(opts)
-        }
-        "boot" => {
-            let paths = paths(&mut flags)?;
-            let init = match flags.take("--init").as_deref() {
-                Some("basalt") => Init::Basalt,
-                Some("busybox") => Init::Busybox,
-                Some(other) => return Err(format!("--init {other:?}: basalt or busybox")),
-                None => return Err("--init is required".into()),
-            };
-            let size_mib = flags.number("--size", 64)?;
-            Command::Boot(BootOptions { paths, init, size_mib })
-        }
-        "render" => Command::Render(RenderOptions {
-            json: flags.required("--json")?.into(),
-            out: flags.take("--out").unwrap_or_else(|| "bench".into()).into(),
-        }),
-        other => return Err(format!("unknown command {other:?}")),
+    let Some((_, takes)) = TAKES.iter().find(|(c, _)| c == command) else {
+        return Err(format!("unknown command {command:?}"));
     };
-    flags.finish()?;
-    Ok(command)
-}
-
-fn paths(flags: &mut Flags) -> Result<Paths, String> {
-    let build: PathBuf = flags.required("--build")?.into();
-    Ok(Paths {
-        handoff: flags.required("--handoff")?.into(),
-        fragment: flags.required("--fragment")?.into(),
-        modules_dir: flags
-            .take("--modules-dir")
-            .map_or_else(|| build.join("kernel/modules"), PathBuf::from),
-        kconfig: flags
-            .take("--kconfig")
-            .map_or_else(|| build.join("kernel/config"), PathBuf::from),
-        busybox: flags.take("--busybox").unwrap_or_else(|| "/bin/busybox".into()).into(),
-        build,
+    let flags = Flags::parse(takes, rest)?;
+    Ok(match command.as_str() {
+        "run" => Command::Run(flags.run()?),
+        "boot" => Command::Boot(flags.boot()?),
+        "render" => Command::Render(RenderOptions {
+            json: flags.required("--json")?,
+            out: flags.path("--out", "bench"),
+        }),
+        _ => Command::Help,
     })
 }
 
 pub fn parse_parts(list: &str) -> Result<Parts, String> {
-    let mut parts = Parts::NONE;
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match name {
-            "boot" => parts.boot = true,
-            "hash" => parts.hash = true,
-            "sizes" => parts.sizes = true,
-            "agent" => parts.agent = true,
-            other => return Err(format!("--parts: unknown part {other:?} (boot, hash, sizes, agent)")),
-        }
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if let Some(other) = names.iter().find(|n| !["boot", "hash", "sizes", "agent"].contains(n)) {
+        return Err(format!("--parts: unknown part {other:?} (boot, hash, sizes, agent)"));
     }
-    if parts == Parts::NONE {
+    if names.is_empty() {
         return Err("--parts: no part named".into());
     }
-    Ok(parts)
+    let has = |part: &str| names.contains(&part);
+    Ok(Parts {
+        boot: has("boot"),
+        hash: has("hash"),
+        sizes: has("sizes"),
+        agent: has("agent"),
+    })
 }
 
-/// `--flag value` pairs, each at most once.
-struct Flags(Vec<(String, String)>);
-
-impl Flags {
-    fn parse(args: &[String]) -> Result<Flags, String> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            if !flag.starts_with("--") {
-                return Err(format!("unexpected argument {flag:?}"));
-            }
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            if out.iter().any(|(f, _)| f == flag) {
-                return Err(format!("{flag} given twice"));
-            }
-            out.push((flag.clone(), value.clone()));
-        }
-        Ok(Flags(out))
-    }
-
-    fn take(&mut self, flag: &str) -> Option<String> {
-        let at = self.0.iter().position(|(f, _)| f == flag)?;
-        Some(self.0.remove(at).1)
-    }
-
-    fn required(&mut self, flag: &str) -> Result<String, String> {
-        self.take(flag).ok_or_else(|| format!("{flag} is required"))
-    }
-
-    fn number(&mut self, flag: &str, default: u64) -> Result<u64, String> {
-        match self.take(flag) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("{flag} {v:?}: not a whole number")),
-        }
-    }
-
-    fn finish(self) -> Result<(), String> {
-        match self.0.first() {
-            None => Ok(()),
-            Some((flag, _)) => Err(format!("unknown option {flag}")),
-        }
-    }
+pub fn parse_sizes(list: &str) -> Result<Vec<u64>, String> {
+    let sizes = list
+        .split(',')
+        .map(|s| s.trim().parse().ok().filter(|m| ALL_MIB.contains(m)));
+    let sizes: Option<Vec<u64>> = sizes.collect();
+    sizes.ok_or_else(|| format!("--sizes {list:?}: MiB, each one of 64, 256, 512, 1024"))
 }
+
+/// Every image size the suite boots.
+const ALL_MIB: [u64; 4] = [64, 256, 512, 1024];
 
 #[cfg(test)]
 mod tests {
@@ -258,25 +271,25 @@ mod tests {
         assert_eq!(o.paths.modules_dir, PathBuf::from("/b/kernel/modules"));
         assert_eq!(o.paths.kconfig, PathBuf::from("/b/kernel/config"));
         assert_eq!(o.paths.busybox, PathBuf::from("/bin/busybox"));
-        assert_eq!(
-            (o.runs, o.scale_runs, o.hash_rounds, o.hash_mib, o.agent_runs),
-            (5, 3, 5, 1024, 5)
-        );
+        let numbers = (o.runs, o.scale_runs, o.hash_rounds, o.hash_mib, o.agent_runs);
+        assert_eq!(numbers, (5, 3, 5, 1024, 5));
         assert_eq!(o.out, PathBuf::from("bench"));
-        assert_eq!(o.parts, Parts::ALL);
+        assert_eq!(o.parts, parse_parts("boot,hash,sizes,agent").unwrap());
+        assert_eq!(o.sizes, [64, 256, 512, 1024]);
+        assert!(o.parts.boot && o.parts.hash && o.parts.sizes && o.parts.agent);
 
-        let line = format!("run {BASE} --runs 7 --scale-runs 2 --parts hash,sizes --out /o --modules-dir /m");
+        let line =
+            format!("run {BASE} --runs 7 --scale-runs 0 --parts hash,sizes --out /o --modules-dir /m --sizes 64");
         let Command::Run(o) = parse(args(&line)).unwrap() else {
             panic!("not run")
         };
-        assert_eq!((o.runs, o.scale_runs), (7, 2));
+        assert_eq!((o.runs, o.scale_runs, o.sizes), (7, 1, vec![64]));
         assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.agent);
-        assert_eq!(o.paths.modules_dir, PathBuf::from("/m"));
-        assert_eq!(o.out, PathBuf::from("/o"));
+        assert_eq!((o.paths.modules_dir, o.out), (PathBuf::from("/m"), PathBuf::from("/o")));
     }
 
     #[test]
-    fn boot_command() {
+    fn boot_and_render_commands() {
         let got = parse(args(&format!("boot {BASE} --init busybox --size 512"))).unwrap();
         let Command::Boot(o) = got else { panic!("not boot") };
         assert_eq!((o.init, o.size_mib), (Init::Busybox, 512));
@@ -286,6 +299,10 @@ mod tests {
             out: "/o".into(),
         };
         assert_eq!(got, Command::Render(want));
+        // The help says what every option is.
+        for flag in TAKES.iter().flat_map(|(_, t)| t.iter().flat_map(|t| t.split(' '))) {
+            assert!(USAGE.contains(&format!("\n  {flag} ")), "{flag}");
+        }
     }
 
     #[test]
@@ -295,10 +312,16 @@ mod tests {
             ("frob", "unknown command \"frob\""),
             ("run --handoff /h --fragment /f", "--build is required"),
             (&format!("run {BASE} --runs 3"), "at least 5"),
+            (&format!("run {BASE} --runs 0"), "--runs 0: at least 5"),
             (&format!("run {BASE} --runs x"), "--runs \"x\": not a whole number"),
             (&format!("run {BASE} --parts boot,cake"), "unknown part \"cake\""),
             (&format!("run {BASE} --parts ,"), "no part named"),
+            (
+                &format!("run {BASE} --sizes 64,100"),
+                "--sizes \"64,100\": MiB, each one of",
+            ),
             (&format!("run {BASE} --what 1"), "unknown option --what"),
+            (&format!("run {BASE} --init basalt"), "unknown option --init"),
             (&format!("run {BASE} --out"), "--out needs a value"),
             (&format!("run {BASE} --build /c"), "--build given twice"),
             (&format!("run {BASE} stray"), "unexpected argument \"stray\""),

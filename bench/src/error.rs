@@ -4,7 +4,8 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 #[derive(Debug)]
 pub enum BenchError {
@@ -32,10 +33,6 @@ pub enum BenchError {
     Cpio {
         what: String,
         source: basalt_mkimage::cpio::CpioError,
-    },
-    Key {
-        path: PathBuf,
-        why: String,
     },
     Vm {
         what: String,
@@ -76,7 +73,6 @@ impl fmt::Display for BenchError {
             BenchError::Squashfs(e) => write!(f, "{e}"),
             BenchError::Mkimage { what, source } => write!(f, "building {what}: {source}"),
             BenchError::Cpio { what, source } => write!(f, "packing {what}: {source}"),
-            BenchError::Key { path, why } => write!(f, "reading key {}: {why}", path.display()),
             BenchError::Vm { what, source } => write!(f, "{what}: {source}"),
             BenchError::Boot { what, why, log } => {
                 write!(f, "{what}: {why} (console: {})", log.display())
@@ -96,4 +92,34 @@ impl std::error::Error for BenchError {}
 pub fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> BenchError {
     let path = path.into();
     move |source| BenchError::Io { op, path, source }
+}
+
+/// The first input in `need` (what, path, how to get it) that is missing.
+pub fn missing(need: Vec<(&'static str, PathBuf, &'static str)>) -> Result<(), BenchError> {
+    match need.into_iter().find(|(_, path, _)| !path.exists()) {
+        Some((what, path, hint)) => Err(BenchError::MissingInput { what, path, hint }),
+        None => Ok(()),
+    }
+}
+
+/// Runs `cmd` (no stdin) to its exit; its stdout if it succeeded.
+pub fn run(cmd: &mut Command) -> Result<String, BenchError> {
+    let fail = |cmd: &Command, why: String| BenchError::Command {
+        program: format!("{cmd:?}"),
+        why,
+    };
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(cmd, e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(cmd, format!("{}: {}", out.status, stderr.trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A file's size.
+pub fn file_len(path: &Path) -> Result<u64, BenchError> {
+    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.len())
 }

@@ -9,16 +9,19 @@
 //! cache by construction), and each round runs the tools in a rotated order
 //! so none always goes first.
 
-use crate::error::{io_err, BenchError};
+use crate::error::{io_err, run, BenchError};
 use crate::images::write_random_file;
 use basalt_common::hex;
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Serialised as the keys results.json uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tool {
     /// hash_stream with no copy: the initramfs path.
     Basalt,
@@ -26,6 +29,7 @@ pub enum Tool {
     BasaltCopy,
     Openssl,
     Sha256sum,
+    #[serde(rename = "busybox_sha256sum")]
     Busybox,
     /// `cp` into /dev/shm: the cost of moving the bytes, no hashing.
     Cp,
@@ -41,21 +45,6 @@ pub const TOOLS: [Tool; 6] = [
 ];
 
 impl Tool {
-    pub fn key(self) -> &'static str {
-        match self {
-            Tool::Basalt => "basalt",
-            Tool::BasaltCopy => "basalt_copy",
-            Tool::Openssl => "openssl",
-            Tool::Sha256sum => "sha256sum",
-            Tool::Busybox => "busybox_sha256sum",
-            Tool::Cp => "cp",
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Tool> {
-        TOOLS.into_iter().find(|t| t.key() == key)
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             Tool::Basalt => "basalt hash_stream (initramfs path)",
@@ -76,7 +65,7 @@ pub fn round_order(round: usize) -> Vec<Tool> {
 }
 
 /// Each tool's time in each round (seconds), in TOOLS order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HashRuns {
     pub bytes: u64,
     pub rounds: usize,
@@ -95,174 +84,112 @@ pub struct HashPlan {
 }
 
 /// Removes the bench's files in /dev/shm on every path out.
-struct Cleanup(Vec<PathBuf>);
+struct Cleanup<'a>(&'a HashPlan);
 
-impl Drop for Cleanup {
+impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
+        let _ = std::fs::remove_file(&self.0.file);
+        let _ = std::fs::remove_file(&self.0.copy_to);
     }
 }
 
-pub fn run(plan: &HashPlan, progress: &mut dyn FnMut(&str)) -> Result<HashRuns, BenchError> {
-    let _cleanup = Cleanup(vec![plan.file.clone(), plan.copy_to.clone()]);
+pub fn run_all(plan: &HashPlan, progress: &mut dyn FnMut(&str)) -> Result<HashRuns, BenchError> {
+    let _cleanup = Cleanup(plan);
     write_random_file(&plan.file, plan.bytes, 0x6861_7368)?;
     // One untimed pass of basalt's routine gives the digest every tool's
     // output is checked against in every round (the file is in RAM already).
-    let (_, want) = time_tool(Tool::Basalt, plan)?;
-    let want = want.unwrap_or_default();
+    let want = time_tool(Tool::Basalt, plan)?.1.unwrap_or_default();
     let mut times: Vec<(Tool, Vec<f64>)> = TOOLS.iter().map(|&t| (t, Vec::new())).collect();
     for round in 0..plan.rounds {
         for tool in round_order(round) {
             let (took, got) = time_tool(tool, plan)?;
-            check(tool, got.as_deref(), &want)?;
-            if let Some((_, v)) = times.iter_mut().find(|(t, _)| *t == tool) {
-                v.push(took.as_secs_f64());
+            if let Some(got) = got.filter(|g| *g != want) {
+                let (tool, want) = (tool.label().to_string(), want.clone());
+                return Err(BenchError::DigestMismatch { tool, got, want });
             }
+            times[TOOLS.iter().position(|t| *t == tool).unwrap_or(0)]
+                .1
+                .push(took.as_secs_f64());
         }
         progress(&format!("hash round {}/{} done", round + 1, plan.rounds));
     }
+    let openssl = run(Command::new("openssl").arg("version")).unwrap_or_default();
     Ok(HashRuns {
         bytes: plan.bytes,
         rounds: plan.rounds,
         times,
         sha256: want,
-        openssl_version: output_of(Command::new("openssl").arg("version"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        openssl_version: openssl.trim().to_string(),
         cpu: cpu_model(Path::new("/proc/cpuinfo")),
     })
-}
-
-fn check(tool: Tool, got: Option<&str>, want: &str) -> Result<(), BenchError> {
-    match got {
-        None => Ok(()),
-        Some(g) if g == want => Ok(()),
-        Some(g) => Err(BenchError::DigestMismatch {
-            tool: tool.label().to_string(),
-            got: g.to_string(),
-            want: want.to_string(),
-        }),
-    }
 }
 
 /// Runs one tool once; returns how long it took and its digest (hex).
 fn time_tool(tool: Tool, plan: &HashPlan) -> Result<(Duration, Option<String>), BenchError> {
     let file = plan.file.as_path();
+    let mut cmd = match tool {
+        Tool::Basalt | Tool::BasaltCopy => return hash_stream(file, plan.bytes, tool == Tool::BasaltCopy),
+        Tool::Openssl => Command::new("openssl"),
+        Tool::Sha256sum => Command::new("sha256sum"),
+        Tool::Busybox => Command::new(&plan.busybox),
+        Tool::Cp => Command::new("cp"),
+    };
     match tool {
-        Tool::Basalt | Tool::BasaltCopy => {
-            let started = Instant::now();
-            let mut src = File::open(file).map_err(io_err("open", file))?;
-            let hashed = if tool == Tool::Basalt {
-                basalt_init::digest::hash_stream(&mut src, plan.bytes, None::<&mut File>)
-            } else {
-                let memfd = memfd_create(c"basalt-bench-copy", MemFdCreateFlag::MFD_CLOEXEC)
-                    .map_err(|e| io_err("memfd_create for", file)(e.into()))?;
-                let mut ram = File::from(memfd);
-                basalt_init::digest::hash_stream(&mut src, plan.bytes, Some(&mut ram))
-            }
-            .map_err(io_err("hash", file))?;
-            let took = started.elapsed();
-            if hashed.len != plan.bytes {
-                return Err(BenchError::Parse {
-                    what: file.display().to_string(),
-                    why: format!("hash_stream read {} of {} bytes", hashed.len, plan.bytes),
-                });
-            }
-            Ok((took, Some(hex::encode(&hashed.sha256))))
-        }
-        Tool::Openssl => {
-            let mut cmd = Command::new("openssl");
-            cmd.args(["dgst", "-sha256"]).arg(file);
-            let (took, out) = timed(&mut cmd)?;
-            Ok((
-                took,
-                Some(parse_openssl(&out).ok_or_else(|| unparsed("openssl dgst", &out))?),
-            ))
-        }
-        Tool::Sha256sum | Tool::Busybox => {
-            let mut cmd = if tool == Tool::Sha256sum {
-                Command::new("sha256sum")
-            } else {
-                let mut c = Command::new(&plan.busybox);
-                c.arg("sha256sum");
-                c
-            };
-            cmd.arg(file);
-            let (took, out) = timed(&mut cmd)?;
-            Ok((
-                took,
-                Some(parse_sha256sum(&out).ok_or_else(|| unparsed(tool.label(), &out))?),
-            ))
-        }
-        Tool::Cp => {
-            let _ = std::fs::remove_file(&plan.copy_to);
-            let mut cmd = Command::new("cp");
-            cmd.arg(file).arg(&plan.copy_to);
-            let (took, _) = timed(&mut cmd)?;
-            std::fs::remove_file(&plan.copy_to).map_err(io_err("remove", &plan.copy_to))?;
-            Ok((took, None))
-        }
-    }
-}
-
-fn unparsed(what: &str, out: &str) -> BenchError {
-    BenchError::Parse {
-        what: format!("{what} output"),
-        why: format!("no digest in {:?}", out.trim()),
-    }
-}
-
-/// Spawn to exit, with stdout captured.
-fn timed(cmd: &mut Command) -> Result<(Duration, String), BenchError> {
-    let program = format!("{cmd:?}");
+        Tool::Openssl => cmd.args(["dgst", "-sha256"]).arg(file),
+        Tool::Busybox => cmd.arg("sha256sum").arg(file),
+        Tool::Cp => cmd.arg(file).arg(&plan.copy_to),
+        _ => cmd.arg(file),
+    };
+    let _ = std::fs::remove_file(&plan.copy_to);
     let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| BenchError::Command {
-            program: program.clone(),
-            why: e.to_string(),
-        })?;
+    let out = run(&mut cmd)?;
     let took = started.elapsed();
-    if !out.status.success() {
-        return Err(BenchError::Command {
-            program,
-            why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+    if tool == Tool::Cp {
+        std::fs::remove_file(&plan.copy_to).map_err(io_err("remove", &plan.copy_to))?;
+        return Ok((took, None));
+    }
+    let digest = digest_in(&out).ok_or_else(|| BenchError::Parse {
+        what: format!("{} output", tool.label()),
+        why: format!("no digest in {:?}", out.trim()),
+    })?;
+    Ok((took, Some(digest)))
+}
+
+/// basalt's routine over `file`, into a memfd if `copy`.
+fn hash_stream(file: &Path, bytes: u64, copy: bool) -> Result<(Duration, Option<String>), BenchError> {
+    let started = Instant::now();
+    let mut src = File::open(file).map_err(io_err("open", file))?;
+    let hashed = if copy {
+        let memfd = memfd_create(c"basalt-bench-copy", MemFdCreateFlag::MFD_CLOEXEC)
+            .map_err(|e| io_err("memfd_create for", file)(e.into()))?;
+        basalt_init::digest::hash_stream(&mut src, bytes, Some(&mut File::from(memfd)))
+    } else {
+        basalt_init::digest::hash_stream(&mut src, bytes, None::<&mut File>)
+    }
+    .map_err(io_err("hash", file))?;
+    let took = started.elapsed();
+    if hashed.len != bytes {
+        return Err(BenchError::Parse {
+            what: file.display().to_string(),
+            why: format!("hash_stream read {} of {bytes} bytes", hashed.len),
         });
     }
-    Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok((took, Some(hex::encode(&hashed.sha256))))
 }
 
-fn output_of(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// `SHA2-256(file)= <hex>` (OpenSSL 3) or `SHA256(file)= <hex>` (1.1).
-pub fn parse_openssl(out: &str) -> Option<String> {
-    let hex = out.lines().next()?.rsplit_once("= ")?.1.trim();
-    is_sha256_hex(hex).then(|| hex.to_ascii_lowercase())
-}
-
-/// `<hex>  <file>`.
-pub fn parse_sha256sum(out: &str) -> Option<String> {
-    let hex = out.split_whitespace().next()?;
-    is_sha256_hex(hex).then(|| hex.to_ascii_lowercase())
+/// The digest a tool printed: `SHA2-256(file)= <hex>` (OpenSSL 3),
+/// `SHA256(file)= <hex>` (1.1), or `<hex>  <file>` (sha256sum), from the
+/// first line.
+pub fn digest_in(out: &str) -> Option<String> {
+    let hex = |s: &str| (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase());
+    let first = out.lines().next()?;
+    let openssl = first.rsplit_once("= ").and_then(|(_, h)| hex(h.trim()));
+    openssl.or_else(|| hex(first.split_whitespace().next()?))
 }
 
 /// The first `model name` in a cpuinfo file, and whether it has SHA-NI.
 pub fn cpu_model(cpuinfo: &Path) -> String {
-    let text = std::fs::read_to_string(cpuinfo).unwrap_or_default();
-    describe_cpu(&text)
+    describe_cpu(&std::fs::read_to_string(cpuinfo).unwrap_or_default())
 }
 
 pub fn describe_cpu(cpuinfo: &str) -> String {
@@ -273,13 +200,11 @@ pub fn describe_cpu(cpuinfo: &str) -> String {
         })
     };
     let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
-    let flags = field("flags").unwrap_or_default();
-    let sha = if flags.split_whitespace().any(|f| f == "sha_ni") {
-        "with SHA-NI"
-    } else {
-        "without SHA-NI"
-    };
-    format!("{model} ({sha})")
+    let sha_ni = field("flags")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|f| f == "sha_ni");
+    format!("{model} ({} SHA-NI)", if sha_ni { "with" } else { "without" })
 }
 
 #[cfg(test)]
@@ -301,18 +226,18 @@ mod tests {
     #[test]
     fn digests_from_tool_output() {
         let h = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        let cases: &[(&str, Option<&str>, Option<&str>)] = &[
-            (&format!("SHA2-256(/dev/shm/x)= {h}\n"), Some(h), None),
-            (&format!("SHA256(/dev/shm/a= b)= {h}\n"), Some(h), None),
-            (&format!("{h}  /dev/shm/x\n"), None, Some(h)),
-            (&format!("{}  x\n", h.to_uppercase()), None, Some(h)),
-            ("SHA2-256(x)= abc\n", None, None),
-            ("", None, None),
-            ("sha256sum: x: No such file or directory\n", None, None),
+        let cases: &[(&str, Option<&str>)] = &[
+            (&format!("SHA2-256(/dev/shm/x)= {h}\n"), Some(h)),
+            (&format!("SHA256(/dev/shm/a= b)= {h}\n"), Some(h)),
+            (&format!("{h}  /dev/shm/x\n"), Some(h)),
+            (&format!("{h}  /dev/shm/a= b\n"), Some(h)),
+            (&format!("{}  x\n", h.to_uppercase()), Some(h)),
+            ("SHA2-256(x)= abc\n", None),
+            ("", None),
+            ("sha256sum: x: No such file or directory\n", None),
         ];
-        for (out, openssl, sum) in cases {
-            assert_eq!(parse_openssl(out).as_deref(), *openssl, "{out:?}");
-            assert_eq!(parse_sha256sum(out).as_deref(), *sum, "{out:?}");
+        for (out, want) in cases {
+            assert_eq!(digest_in(out).as_deref(), *want, "{out:?}");
         }
     }
 

@@ -9,7 +9,7 @@
 //! plus a file of seeded pseudo-random bytes, which SquashFS cannot
 //! compress, sized so the image reaches the target.
 
-use crate::error::{io_err, BenchError};
+use crate::error::{file_len, io_err, run, BenchError};
 use basalt_common::hex;
 use basalt_common::splitmix::SplitMix64;
 use basalt_mkimage::cpio::{CpioWriter, Entry};
@@ -59,60 +59,26 @@ pub fn stage_rootfs(rootfs: &Path, handoff_bin: &Path, stage: &Path) -> Result<(
     if stage.exists() {
         std::fs::remove_dir_all(stage).map_err(io_err("remove", stage))?;
     }
-    run_tool(std::process::Command::new("cp").arg("-a").arg(rootfs).arg(stage))?;
+    run(std::process::Command::new("cp").arg("-a").arg(rootfs).arg(stage))?;
     let dest = stage.join(HANDOFF.trim_start_matches('/'));
-    install(handoff_bin, &dest, 0o755)?;
+    run(std::process::Command::new("install")
+        .args(["-D", "-m", "0755"])
+        .arg(handoff_bin)
+        .arg(dest))?;
     let padding_dir = stage.join(PADDING).parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&padding_dir).map_err(io_err("create", &padding_dir))
 }
 
-fn install(src: &Path, dest: &Path, mode: u32) -> Result<(), BenchError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    }
-    std::fs::copy(src, dest).map_err(io_err("copy to", dest))?;
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dest))
-}
-
-pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), BenchError> {
-    let program = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| BenchError::Command {
-        program: program.clone(),
-        why: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(BenchError::Command {
-            program,
-            why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    Ok(())
-}
-
-fn file_len(path: &Path) -> Result<u64, BenchError> {
-    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.len())
-}
-
-/// Builds the staged rootfs, padded towards `target` bytes, into `out`.
-/// `unpadded` is the size of the same tree built without padding.
-/// Returns the image's size.
-pub fn padded_image(stage: &Path, target: u64, unpadded: u64, out: &Path) -> Result<u64, BenchError> {
-    let padding = stage.join(PADDING);
-    write_random_file(&padding, padding_for(target, unpadded), PADDING_SEED)?;
+/// Builds the staged rootfs into `out` with `padding` bytes of padding
+/// (the size of the same tree built without padding gives how many to
+/// reach a target: [`padding_for`]). Returns the image's size.
+pub fn padded_image(stage: &Path, padding: u64, out: &Path) -> Result<u64, BenchError> {
+    let file = stage.join(PADDING);
+    write_random_file(&file, padding, PADDING_SEED)?;
     let built = basalt_mkimage::squashfs::build_squashfs(stage, out, 0).map_err(BenchError::Squashfs);
-    std::fs::remove_file(&padding).map_err(io_err("remove", &padding))?;
+    std::fs::remove_file(&file).map_err(io_err("remove", &file))?;
     built?;
     file_len(out)
-}
-
-/// The staged rootfs as an image with no padding: the base the sizes are
-/// computed from.
-pub fn unpadded_size(stage: &Path, scratch: &Path) -> Result<u64, BenchError> {
-    basalt_mkimage::squashfs::build_squashfs(stage, scratch, 0).map_err(BenchError::Squashfs)?;
-    let size = file_len(scratch)?;
-    std::fs::remove_file(scratch).map_err(io_err("remove", scratch))?;
-    Ok(size)
 }
 
 /// What building an image needs from `make image`'s build directory.
@@ -128,7 +94,11 @@ pub struct BuildInputs {
 /// basalt's initramfs around `image`, exactly as `make image` builds one
 /// except for the handoff (the fixture).
 pub fn basalt_initramfs(inputs: &BuildInputs, image: &Path, out: &Path) -> Result<BuildReport, BenchError> {
-    let key = read_key(&inputs.image_key)?;
+    let what = out.display().to_string();
+    let key = basalt_mkimage::assemble::read_signing_key(&inputs.image_key).map_err(|source| BenchError::Mkimage {
+        what: what.clone(),
+        source,
+    })?;
     let spec = BuildSpec {
         init: inputs.init.clone(),
         root: RootSource::Squashfs(image.to_path_buf()),
@@ -144,18 +114,7 @@ pub fn basalt_initramfs(inputs: &BuildInputs, image: &Path, out: &Path) -> Resul
         out: out.to_path_buf(),
         source_date_epoch: None,
     };
-    basalt_mkimage::build(&spec, &key).map_err(|source| BenchError::Mkimage {
-        what: out.display().to_string(),
-        source,
-    })
-}
-
-fn read_key(path: &Path) -> Result<basalt_common::keys::SigningKey, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-    basalt_common::keys::SigningKey::from_pkcs8_pem(&text).map_err(|e| BenchError::Key {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })
+    basalt_mkimage::build(&spec, &key).map_err(|source| BenchError::Mkimage { what, source })
 }
 
 /// Step marks the baseline writes to the kernel log after each step, named
@@ -233,40 +192,42 @@ pub fn baseline_initramfs(
     let script = baseline_script(&names, image_sha256, HANDOFF);
     let module_paths: Vec<String> = names.iter().map(|n| format!("basalt/modules/{n}.ko")).collect();
     let applet_paths: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
+    let dirs = [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "newroot",
+        "basalt",
+        "basalt/modules",
+    ];
     let mut entries: Vec<Entry> = vec![
         Entry::bytes("init", 0o755, script.as_bytes()),
-        Entry::dir("bin", 0o755),
         Entry::file("bin/busybox", 0o755, busybox),
-        Entry::dir("dev", 0o755),
         Entry::char_device("dev/console", 0o600, 5, 1),
-        Entry::dir("proc", 0o755),
-        Entry::dir("sys", 0o755),
-        Entry::dir("run", 0o755),
-        Entry::dir("newroot", 0o755),
-        Entry::dir("basalt", 0o755),
-        Entry::dir("basalt/modules", 0o755),
         Entry::file("basalt/root.sqsh", 0o444, image),
     ];
-    for path in &applet_paths {
-        entries.push(Entry::symlink(path, "busybox"));
-    }
-    for (path, m) in module_paths.iter().zip(modules) {
-        entries.push(Entry::file(path, 0o444, &m.path));
-    }
+    entries.extend(dirs.iter().map(|d| Entry::dir(d, 0o755)));
+    entries.extend(applet_paths.iter().map(|path| Entry::symlink(path, "busybox")));
+    entries.extend(
+        module_paths
+            .iter()
+            .zip(modules)
+            .map(|(path, m)| Entry::file(path, 0o444, &m.path)),
+    );
+    // Sorted names put every directory before what it holds.
     entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-
-    let what = || out.display().to_string();
+    let cpio = |source| BenchError::Cpio {
+        what: out.display().to_string(),
+        source,
+    };
     let file = File::create(out).map_err(io_err("create", out))?;
     let mut writer = CpioWriter::new(BufWriter::with_capacity(1 << 20, file), 0);
     for entry in &entries {
-        writer
-            .write_entry(entry)
-            .map_err(|source| BenchError::Cpio { what: what(), source })?;
+        writer.write_entry(entry).map_err(cpio)?;
     }
-    let mut buffered = writer
-        .finish()
-        .map_err(|source| BenchError::Cpio { what: what(), source })?;
-    buffered.flush().map_err(io_err("write", out))?;
+    writer.finish().map_err(cpio)?.flush().map_err(io_err("write", out))?;
     file_len(out)
 }
 

@@ -14,7 +14,6 @@ pub mod cli;
 pub mod error;
 pub mod hashing;
 pub mod images;
-pub mod load;
 pub mod report;
 pub mod results;
 pub mod sizes;

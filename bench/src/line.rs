@@ -2,11 +2,10 @@
 //! the host reads it back, plus the kernel log records it reads. Shared by
 //! both sides so there is one definition of each format; pure functions only.
 //!
-//! The fixture prints, in order:
-//! - `BENCH-PHASE run_init_us=.. handoff_us=.. mono_us=.. pid=.. pid1_hwm_kib=..`
-//! - zero or more `BENCH-MARK <name> <printk_us>` (the baseline's step marks)
-//! - `BENCH-REPORT <json>` when basalt-init's boot report exists
-//! - `BENCH-DONE`, or `BENCH-ERROR <why>` when it could not measure.
+//! The fixture prints `BENCH-RESULT <json>` (an [`Outcome`]) and then
+//! `BENCH-DONE`, or `BENCH-ERROR <why>` when it could not measure.
+
+use serde::{Deserialize, Serialize};
 
 /// The message the kernel logs (KERN_INFO, so it is in the ring even with
 /// `quiet`) just before it execs `/init`: the start of the PID1 phase.
@@ -14,9 +13,7 @@ pub const RUN_INIT: &str = "Run /init as init process";
 /// Prefix of the step marks the baseline /init writes to /dev/kmsg.
 pub const MARK_PREFIX: &str = "bench-mark ";
 
-pub const PHASE_TAG: &str = "BENCH-PHASE ";
-pub const MARK_TAG: &str = "BENCH-MARK ";
-pub const REPORT_TAG: &str = "BENCH-REPORT ";
+pub const RESULT_TAG: &str = "BENCH-RESULT ";
 pub const DONE: &str = "BENCH-DONE";
 pub const ERROR_TAG: &str = "BENCH-ERROR ";
 
@@ -42,16 +39,9 @@ pub fn parse_kmsg(record: &str) -> Option<KmsgRecord> {
     Some(KmsgRecord { seq, ts_us, message })
 }
 
-/// The two ends of the PID1 phase found in the kernel log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhaseEnds {
-    pub run_init_us: u64,
-    pub handoff_us: u64,
-}
-
-/// Finds the kernel's "Run /init" record and the fixture's own `marker`
-/// record (the first of each; the marker must come after it).
-pub fn find_phase(records: &[KmsgRecord], marker: &str) -> Result<PhaseEnds, String> {
+/// The printk times of the kernel's "Run /init" record and of the fixture's
+/// own `marker` record (the first of each; the marker must come after it).
+pub fn find_phase(records: &[KmsgRecord], marker: &str) -> Result<(u64, u64), String> {
     let run_init = records
         .iter()
         .find(|r| r.message == RUN_INIT)
@@ -63,10 +53,7 @@ pub fn find_phase(records: &[KmsgRecord], marker: &str) -> Result<PhaseEnds, Str
     if handoff.seq < run_init.seq {
         return Err(format!("{marker:?} was logged before {RUN_INIT:?}"));
     }
-    Ok(PhaseEnds {
-        run_init_us: run_init.ts_us,
-        handoff_us: handoff.ts_us,
-    })
+    Ok((run_init.ts_us, handoff.ts_us))
 }
 
 /// The baseline's step marks, `(name, printk_us)` in log order.
@@ -81,7 +68,7 @@ pub fn find_marks(records: &[KmsgRecord]) -> Vec<(String, u64)> {
 }
 
 /// What the fixture measured in one boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phase {
     /// printk time of the kernel's "Run /init": PID1 starts.
     pub run_init_us: u64,
@@ -90,9 +77,8 @@ pub struct Phase {
     /// CLOCK_MONOTONIC right after that line was logged (basalt-init's
     /// boot report uses this clock; the difference is the clocks' offset).
     pub mono_us: u64,
-    /// The fixture's pid: 1 when the baseline exec'd it, not 1 under basalt-init.
-    pub pid: u32,
-    /// VmHWM of PID 1 at the handoff, when PID 1 is not the fixture itself.
+    /// VmHWM of PID 1 at the handoff, when PID 1 is not the fixture itself
+    /// (the baseline execs it as PID 1; basalt-init spawns it).
     pub pid1_hwm_kib: Option<u64>,
 }
 
@@ -103,80 +89,57 @@ impl Phase {
     }
 }
 
-pub fn format_phase(p: &Phase) -> String {
-    let hwm = p.pid1_hwm_kib.map_or("-".to_string(), |k| k.to_string());
-    format!(
-        "{PHASE_TAG}run_init_us={} handoff_us={} mono_us={} pid={} pid1_hwm_kib={hwm}",
-        p.run_init_us, p.handoff_us, p.mono_us, p.pid
-    )
+/// One step of basalt-init's boot report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub start_us: u64,
+    pub duration_us: u64,
 }
 
-/// Parses the text after [`PHASE_TAG`] (or a whole console line holding it).
-pub fn parse_phase(line: &str) -> Result<Phase, String> {
-    let body = match line.find(PHASE_TAG) {
-        Some(at) => &line[at + PHASE_TAG.len()..],
-        None => line,
-    };
-    let mut run_init_us = None;
-    let mut handoff_us = None;
-    let mut mono_us = None;
-    let mut pid = None;
-    let mut pid1_hwm_kib = None;
-    for token in body.split_whitespace() {
-        let (key, value) = token
-            .split_once('=')
-            .ok_or_else(|| format!("{token:?} is not key=value"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{key}={value:?} is not a whole number"))
-        };
-        match key {
-            "run_init_us" => run_init_us = Some(number()?),
-            "handoff_us" => handoff_us = Some(number()?),
-            "mono_us" => mono_us = Some(number()?),
-            "pid" => {
-                pid = Some(
-                    value
-                        .parse::<u32>()
-                        .map_err(|_| format!("pid={value:?} is not a pid"))?,
-                )
-            }
-            "pid1_hwm_kib" => pid1_hwm_kib = if value == "-" { None } else { Some(number()?) },
-            _ => return Err(format!("unknown key {key:?}")),
+/// The parts of /run/basalt/boot.json the suite uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootReport {
+    pub init_start_us: u64,
+    pub handoff_us: u64,
+    pub pid1_phase_us: u64,
+    pub steps: Vec<Step>,
+}
+
+/// Everything one boot's fixture printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub phase: Phase,
+    /// The baseline's step marks (printk µs), in order.
+    pub marks: Vec<(String, u64)>,
+    /// basalt-init's boot report; the baseline writes none.
+    pub report: Option<BootReport>,
+}
+
+/// Reads the fixture's result out of a whole console transcript.
+pub fn parse_console(text: &str) -> Result<Outcome, String> {
+    let mut outcome = None;
+    for l in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(at) = l.find(ERROR_TAG) {
+            return Err(format!("the fixture failed: {}", &l[at + ERROR_TAG.len()..]));
+        }
+        if let Some(at) = l.find(RESULT_TAG) {
+            let json = &l[at + RESULT_TAG.len()..];
+            outcome = Some(serde_json::from_str::<Outcome>(json).map_err(|e| format!("{}: {e}", RESULT_TAG.trim()))?);
         }
     }
-    let need = |v: Option<u64>, key: &str| v.ok_or_else(|| format!("{key} missing"));
-    let phase = Phase {
-        run_init_us: need(run_init_us, "run_init_us")?,
-        handoff_us: need(handoff_us, "handoff_us")?,
-        mono_us: need(mono_us, "mono_us")?,
-        pid: pid.ok_or("pid missing")?,
-        pid1_hwm_kib,
-    };
-    if phase.handoff_us < phase.run_init_us {
+    let outcome = outcome.ok_or("no BENCH-RESULT line")?;
+    if !text.contains(DONE) {
+        return Err("no BENCH-DONE line (console cut short?)".into());
+    }
+    let p = outcome.phase;
+    if p.handoff_us < p.run_init_us {
         return Err(format!(
             "handoff_us={} is before run_init_us={}",
-            phase.handoff_us, phase.run_init_us
+            p.handoff_us, p.run_init_us
         ));
     }
-    Ok(phase)
-}
-
-pub fn format_mark(name: &str, ts_us: u64) -> String {
-    format!("{MARK_TAG}{name} {ts_us}")
-}
-
-/// Parses the text after [`MARK_TAG`]: `<name> <printk_us>`.
-pub fn parse_mark(body: &str) -> Result<(String, u64), String> {
-    let mut parts = body.split_whitespace();
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(name), Some(ts), None) => ts
-            .parse()
-            .map(|ts| (name.to_string(), ts))
-            .map_err(|_| format!("mark {name}: {ts:?} is not a whole number")),
-        _ => Err(format!("{body:?} is not `<name> <printk_us>`")),
-    }
+    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -210,109 +173,98 @@ mod tests {
         }
     }
 
-    fn rec(seq: u64, ts_us: u64, message: &str) -> KmsgRecord {
-        KmsgRecord {
-            seq,
+    fn log(records: &[(u64, &str)]) -> Vec<KmsgRecord> {
+        let rec = |(i, &(ts_us, m)): (usize, &(u64, &str))| KmsgRecord {
+            seq: i as u64 + 1,
             ts_us,
-            message: message.into(),
-        }
+            message: m.into(),
+        };
+        records.iter().enumerate().map(rec).collect()
     }
 
     #[test]
-    fn phase_ends_from_the_log() {
-        let log = vec![
-            rec(1, 100, "Linux version 6.1"),
-            rec(2, 5_000_000, RUN_INIT),
-            rec(3, 5_100_000, "bench-mark early"),
-            rec(4, 6_250_000, "bench-handoff 7"),
+    fn phase_ends_and_marks_from_the_log() {
+        let records = [
+            (100, "Linux version 6.1"),
+            (5_000_000, RUN_INIT),
+            (5_100_000, "bench-mark early"),
+            (5_100_001, "bench-mark two words"),
+            (5_100_002, "bench-mark "),
+            (6_250_000, "bench-handoff 7"),
         ];
-        assert_eq!(
-            find_phase(&log, "bench-handoff 7"),
-            Ok(PhaseEnds {
-                run_init_us: 5_000_000,
-                handoff_us: 6_250_000
-            })
-        );
-        let err = find_phase(&log[..3], "bench-handoff 7").unwrap_err();
+        let l = log(&records);
+        assert_eq!(find_phase(&l, "bench-handoff 7"), Ok((5_000_000, 6_250_000)));
+        let err = find_phase(&l[..5], "bench-handoff 7").unwrap_err();
         assert!(err.contains("no \"bench-handoff 7\""), "{err}");
-        let err = find_phase(&log[2..], "bench-handoff 7").unwrap_err();
+        let err = find_phase(&l[2..], "bench-handoff 7").unwrap_err();
         assert!(err.contains("ring overwritten"), "{err}");
-        let swapped = vec![rec(1, 1, "bench-handoff 7"), rec(2, 2, RUN_INIT)];
+        let swapped = log(&[(1, "bench-handoff 7"), (2, RUN_INIT)]);
         assert!(find_phase(&swapped, "bench-handoff 7").is_err());
+        assert_eq!(find_marks(&l), vec![("early".to_string(), 5_100_000)]);
+    }
+
+    fn outcome(pid1_hwm_kib: Option<u64>, report: Option<BootReport>) -> Outcome {
+        let phase = Phase {
+            run_init_us: 5_000_000,
+            handoff_us: 5_950_000,
+            mono_us: 5_950_400,
+            pid1_hwm_kib,
+        };
+        let marks = vec![("mount-early".to_string(), 5_001_000)];
+        Outcome { phase, marks, report }
     }
 
     #[test]
-    fn marks_from_the_log() {
-        let log = vec![
-            rec(1, 10, "bench-mark early"),
-            rec(2, 11, "unrelated"),
-            rec(3, 12, "bench-mark two words"),
-            rec(4, 13, "bench-mark "),
-            rec(5, 14, "bench-mark hashed"),
-        ];
-        assert_eq!(
-            find_marks(&log),
-            vec![("early".to_string(), 10), ("hashed".to_string(), 14)]
-        );
-    }
-
-    #[test]
-    fn phase_line_round_trips() {
-        let cases = [
-            Phase {
-                run_init_us: 5_000_000,
-                handoff_us: 6_000_000,
-                mono_us: 6_000_100,
-                pid: 1,
-                pid1_hwm_kib: None,
-            },
-            Phase {
-                run_init_us: 1,
-                handoff_us: 1,
-                mono_us: 0,
-                pid: 431,
-                pid1_hwm_kib: Some(1234),
-            },
-        ];
-        for p in cases {
-            let line = format_phase(&p);
-            assert_eq!(parse_phase(&line), Ok(p), "{line}");
-            assert_eq!(parse_phase(&format!("[  7.1] {line}\r")), Ok(p));
+    fn console_round_trips_what_the_fixture_prints() {
+        let step = |name: &str, start_us, duration_us| Step {
+            name: name.into(),
+            start_us,
+            duration_us,
+        };
+        let report = BootReport {
+            init_start_us: 5_100_000,
+            handoff_us: 5_900_000,
+            pid1_phase_us: 800_000,
+            steps: vec![
+                step("mount-early", 5_100_100, 900),
+                step("verify-image", 5_200_000, 600_000),
+            ],
+        };
+        for o in [outcome(Some(900), Some(report)), outcome(None, None)] {
+            let json = serde_json::to_string(&o).unwrap();
+            let text = format!("[    5.0] Run /init\r\nnoise\r\n{RESULT_TAG}{json}\r\n{DONE}\r\n[    6.0] reboot\r\n");
+            assert_eq!(parse_console(&text), Ok(o.clone()));
+            assert_eq!(o.phase.pid1_phase_us(), 950_000);
         }
-        assert_eq!(cases[0].pid1_phase_us(), 1_000_000);
+        // The boot report as basalt-init writes it, extra keys and all.
+        let boot_json = r#"{"format":1,"init_start_us":5,"handoff_us":9,"pid1_phase_us":4,"steps":[]}"#;
+        let r: BootReport = serde_json::from_str(boot_json).unwrap();
+        assert_eq!((r.init_start_us, r.handoff_us, r.steps.len()), (5, 9, 0));
     }
 
     #[test]
-    fn phase_line_errors() {
+    fn console_failures() {
+        let json = serde_json::to_string(&outcome(None, None)).unwrap();
+        let result = format!("{RESULT_TAG}{json}");
+        let backwards = result.replace("\"handoff_us\":5950000", "\"handoff_us\":1");
+        let no_mono = result.replace("\"mono_us\":5950400,", "");
         let cases = [
-            ("run_init_us=1 handoff_us=2 mono_us=3", "pid missing"),
-            ("run_init_us=1 handoff_us=2 pid=1", "mono_us missing"),
-            ("run_init_us=x handoff_us=2 mono_us=3 pid=1", "run_init_us=\"x\""),
-            ("run_init_us=1 handoff_us=2 mono_us=3 pid=-1", "pid=\"-1\""),
+            (String::new(), "no BENCH-RESULT line"),
+            (format!("{result}\n"), "no BENCH-DONE"),
+            ("BENCH-ERROR no kmsg\n".to_string(), "the fixture failed: no kmsg"),
             (
-                "run_init_us=1 handoff_us=2 mono_us=3 pid=1 extra",
-                "\"extra\" is not key=value",
+                format!("{RESULT_TAG}{{not json\n{DONE}\n"),
+                "BENCH-RESULT: key must be a string",
             ),
+            (format!("{no_mono}\n{DONE}\n"), "BENCH-RESULT: missing field `mono_us`"),
             (
-                "run_init_us=1 handoff_us=2 mono_us=3 pid=1 what=1",
-                "unknown key \"what\"",
+                format!("{backwards}\n{DONE}\n"),
+                "handoff_us=1 is before run_init_us=5000000",
             ),
-            ("run_init_us=5 handoff_us=2 mono_us=3 pid=1", "is before"),
         ];
-        for (line, needle) in cases {
-            let err = parse_phase(line).unwrap_err();
-            assert!(err.contains(needle), "{line}: {err}");
-        }
-    }
-
-    #[test]
-    fn mark_lines() {
-        assert_eq!(
-            parse_mark(format_mark("hashed", 42).strip_prefix(MARK_TAG).unwrap()),
-            Ok(("hashed".to_string(), 42))
-        );
-        for bad in ["", "hashed", "hashed x", "a 1 2"] {
-            assert!(parse_mark(bad).is_err(), "{bad:?}");
+        for (text, needle) in cases {
+            let err = parse_console(&text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
         }
     }
 }

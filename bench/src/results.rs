@@ -1,17 +1,19 @@
 #![cfg(feature = "host")]
-//! From raw measurements to the figures the suite reports: medians, ratios,
-//! per-step times and the scaling fit (`targets.rs` says where each target
-//! stands). Pure functions; `report.rs` renders the result as Markdown and
-//! JSON, `svg.rs` as pictures.
+//! What a run measured ([`Raw`], the `raw` of results.json, which `render`
+//! reads back) and the figures the suite reports from it: medians, ratios,
+//! per-step times and the scaling fit. Pure functions; `targets.rs` says
+//! where each target stands, `report.rs` and `svg.rs` render the result.
 
-use crate::boots::{BootOutcome, Init};
+use crate::boots::Init;
 use crate::hashing::{HashRuns, Tool};
+use crate::line::Outcome;
 use crate::sizes::{BinarySize, Breakdown};
 use crate::stats::linear_fit;
 pub use crate::stats::Summary;
+use serde::{Deserialize, Serialize};
 
 /// One boot, as the suite ran it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     pub init: Init,
     pub mib: u64,
@@ -19,7 +21,7 @@ pub struct BootRecord {
     pub memory_mib: u32,
     /// 0-based run number within its size and init.
     pub run: usize,
-    pub outcome: BootOutcome,
+    pub outcome: Outcome,
     pub wall_s: f64,
     /// The host's 1-minute load average as the boot started (our own QEMU
     /// adds about 1 once it runs): how busy the shared machine was.
@@ -27,7 +29,7 @@ pub struct BootRecord {
 }
 
 /// Part 5 and 6 as measured through the agent, each value a sample.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentRuns {
     pub init_hwm_kib: Vec<f64>,
     pub agent_hwm_kib: Vec<f64>,
@@ -39,13 +41,10 @@ pub struct AgentRuns {
     pub stages_ms: Vec<(String, Vec<f64>)>,
     /// How the end-to-end time was taken (transport, polling).
     pub method: String,
-    /// The accelerator these boots ran under, and why.
-    pub accel: String,
-    pub accel_reason: String,
 }
 
 /// Everything measured, before analysis.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Raw {
     pub accel: String,
     pub accel_reason: String,
@@ -78,21 +77,79 @@ pub fn parse_loadavg(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Host load across the boots.
-pub fn host_load(raw: &Raw) -> Option<Summary> {
-    Summary::of(&raw.boots.iter().filter_map(|b| b.host_load).collect::<Vec<_>>())
-}
-
 pub fn ms(us: u64) -> f64 {
     us as f64 / 1e3
 }
 
-/// Part 1 for one image size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Comparison {
+fn of(xs: impl Iterator<Item = f64>) -> Option<Summary> {
+    Summary::of(&xs.collect::<Vec<_>>())
+}
+
+impl Raw {
+    /// Host load across the boots.
+    pub fn host_load(&self) -> Option<Summary> {
+        of(self.boots.iter().filter_map(|b| b.host_load))
+    }
+
+    /// The boots of one init and size, in run order.
+    fn boots_of(&self, init: Init, mib: u64) -> Vec<&BootRecord> {
+        let mut v: Vec<&BootRecord> = self.boots.iter().filter(|b| b.init == init && b.mib == mib).collect();
+        v.sort_by_key(|b| b.run);
+        v
+    }
+
+    /// basalt's reports, with the phase each was printed with.
+    fn reports(&self) -> impl Iterator<Item = (&crate::line::BootReport, &crate::line::Phase)> {
+        let basalt = self.boots.iter().filter(|b| b.init == Init::Basalt);
+        basalt.filter_map(|b| Some((b.outcome.report.as_ref()?, &b.outcome.phase)))
+    }
+}
+
+impl BootRecord {
+    fn phase_ms(&self) -> f64 {
+        ms(self.outcome.phase.pid1_phase_us())
+    }
+
+    fn step_ms(&self, name: &str) -> Option<f64> {
+        let r = self.outcome.report.as_ref()?;
+        r.steps.iter().find(|s| s.name == name).map(|s| ms(s.duration_us))
+    }
+
+    /// The baseline's hashing time: from the mark before sha256sum
+    /// ("modules") to the one after ("verify-image").
+    fn busybox_hash_ms(&self) -> Option<f64> {
+        let at = |name: &str| self.outcome.marks.iter().find(|(n, _)| n == name).map(|m| m.1);
+        Some(ms(at("verify-image")?.checked_sub(at("modules")?)?))
+    }
+}
+
+/// One image size as booted: nominal MiB, real bytes, the guest's RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Size {
     pub mib: u64,
-    pub image_bytes: u64,
+    pub bytes: u64,
     pub memory_mib: u32,
+}
+
+impl Size {
+    fn of(b: &BootRecord) -> Size {
+        Size {
+            mib: b.mib,
+            bytes: b.image_bytes,
+            memory_mib: b.memory_mib,
+        }
+    }
+
+    /// The image's real size in MiB.
+    pub fn real_mib(&self) -> f64 {
+        self.bytes as f64 / (1u64 << 20) as f64
+    }
+}
+
+/// Part 1 for one image size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub size: Size,
     /// PID1 phase per run, ms, in run order.
     pub basalt_runs: Vec<f64>,
     pub busybox_runs: Vec<f64>,
@@ -116,66 +173,43 @@ impl Comparison {
     }
 }
 
-fn phase_ms(b: &BootRecord) -> f64 {
-    ms(b.outcome.phase.pid1_phase_us())
-}
-
-fn boots_of(raw: &Raw, init: Init, mib: u64) -> Vec<&BootRecord> {
-    let mut v: Vec<&BootRecord> = raw.boots.iter().filter(|b| b.init == init && b.mib == mib).collect();
-    v.sort_by_key(|b| b.run);
-    v
-}
-
-fn step_ms(b: &BootRecord, name: &str) -> Option<f64> {
-    let r = b.outcome.report.as_ref()?;
-    r.steps.iter().find(|s| s.name == name).map(|s| ms(s.duration_us))
-}
-
-/// The baseline's hashing time: from the mark before sha256sum ("modules")
-/// to the one after ("verify-image").
-fn busybox_hash_ms(b: &BootRecord) -> Option<f64> {
-    let at = |name: &str| b.outcome.marks.iter().find(|(n, _)| n == name).map(|m| m.1);
-    Some(ms(at("verify-image")?.checked_sub(at("modules")?)?))
-}
-
 pub fn comparisons(raw: &Raw) -> Vec<Comparison> {
-    raw.compare_mib
-        .iter()
-        .filter_map(|&mib| {
-            let basalt = boots_of(raw, Init::Basalt, mib);
-            let busybox = boots_of(raw, Init::Busybox, mib);
-            let first = basalt.first()?;
-            let basalt_runs: Vec<f64> = basalt.iter().map(|b| phase_ms(b)).collect();
-            let busybox_runs: Vec<f64> = busybox.iter().map(|b| phase_ms(b)).collect();
-            let bs = Summary::of(&basalt_runs)?;
-            let bb = Summary::of(&busybox_runs)?;
-            let hashes: Vec<f64> = basalt.iter().filter_map(|b| step_ms(b, "verify-image")).collect();
-            let bb_hashes: Vec<f64> = busybox.iter().filter_map(|b| busybox_hash_ms(b)).collect();
-            Some(Comparison {
-                mib,
-                image_bytes: first.image_bytes,
-                memory_mib: first.memory_mib,
-                ratio: bs.median / bb.median,
-                basalt_runs,
-                busybox_runs,
-                basalt: bs,
-                busybox: bb,
-                basalt_hash: Summary::of(&hashes),
-                busybox_hash: Summary::of(&bb_hashes),
-            })
+    let compare = |&mib: &u64| {
+        let (basalt, busybox) = (raw.boots_of(Init::Basalt, mib), raw.boots_of(Init::Busybox, mib));
+        let basalt_runs: Vec<f64> = basalt.iter().map(|b| b.phase_ms()).collect();
+        let busybox_runs: Vec<f64> = busybox.iter().map(|b| b.phase_ms()).collect();
+        let (bs, bb) = (Summary::of(&basalt_runs)?, Summary::of(&busybox_runs)?);
+        Some(Comparison {
+            size: Size::of(basalt.first()?),
+            ratio: bs.median / bb.median,
+            basalt_hash: of(basalt.iter().filter_map(|b| b.step_ms("verify-image"))),
+            busybox_hash: of(busybox.iter().filter_map(|b| b.busybox_hash_ms())),
+            basalt_runs,
+            busybox_runs,
+            basalt: bs,
+            busybox: bb,
         })
-        .collect()
+    };
+    raw.compare_mib.iter().filter_map(compare).collect()
 }
 
-/// Part 2: one of basalt-init's steps across the boots of each size.
-#[derive(Debug, Clone, PartialEq)]
+/// Part 2: one of basalt-init's steps across the boots of one size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepAt {
+    pub mib: u64,
+    pub duration_ms: Summary,
+    /// From init's start.
+    pub start_ms: Summary,
+}
+
+/// Part 2: one of basalt-init's steps, per size (ascending).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepStats {
     pub name: String,
-    /// (size MiB, duration ms, start offset from init's start ms)
-    pub per_size: Vec<(u64, Summary, Summary)>,
+    pub per_size: Vec<StepAt>,
 }
 
-/// Steps in the order the boot report lists them; sizes ascending.
+/// Steps in the order the boot reports list them.
 pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
     let mut sizes: Vec<u64> = raw
         .boots
@@ -185,41 +219,39 @@ pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let mut names: Vec<String> = Vec::new();
-    for b in raw.boots.iter().filter(|b| b.init == Init::Basalt) {
-        for s in b.outcome.report.iter().flat_map(|r| &r.steps) {
-            if !names.contains(&s.name) {
-                names.push(s.name.clone());
-            }
+    let mut names: Vec<&str> = Vec::new();
+    for s in raw.reports().flat_map(|(r, _)| &r.steps) {
+        if !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
         }
     }
-    names
-        .into_iter()
-        .map(|name| {
-            let per_size = sizes
-                .iter()
-                .filter_map(|&mib| {
-                    let (mut dur, mut start) = (Vec::new(), Vec::new());
-                    for b in boots_of(raw, Init::Basalt, mib) {
-                        let Some(r) = &b.outcome.report else { continue };
-                        if let Some(s) = r.steps.iter().find(|s| s.name == name) {
-                            dur.push(ms(s.duration_us));
-                            start.push(ms(s.start_us.saturating_sub(r.init_start_us)));
-                        }
-                    }
-                    Some((mib, Summary::of(&dur)?, Summary::of(&start)?))
-                })
-                .collect();
-            StepStats { name, per_size }
+    let at = |name: &str, mib: u64| {
+        let boots = raw.boots_of(Init::Basalt, mib);
+        let reports = boots.iter().filter_map(|b| b.outcome.report.as_ref());
+        let found: Vec<(f64, f64)> = reports
+            .filter_map(|r| {
+                let s = r.steps.iter().find(|s| s.name == name)?;
+                Some((ms(s.duration_us), ms(s.start_us.saturating_sub(r.init_start_us))))
+            })
+            .collect();
+        Some(StepAt {
+            mib,
+            duration_ms: of(found.iter().map(|f| f.0))?,
+            start_ms: of(found.iter().map(|f| f.1))?,
         })
-        .collect()
+    };
+    let stats = |name: &&str| StepStats {
+        name: name.to_string(),
+        per_size: sizes.iter().filter_map(|&mib| at(name, mib)).collect(),
+    };
+    names.iter().map(stats).collect()
 }
 
 /// What basalt's own report does not see, from the same boots: the
 /// kernel's exec of /init up to init's first clock reading, and from the
 /// handoff's spawn to the fixture running. Bridged through the fixture's
 /// CLOCK_MONOTONIC reading taken beside its printk line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Edges {
     pub exec_to_main_ms: Summary,
     pub spawn_to_handoff_ms: Summary,
@@ -230,38 +262,30 @@ pub struct Edges {
 }
 
 pub fn edges(raw: &Raw) -> Option<Edges> {
-    let (mut exec, mut spawn, mut offset, mut diff) = (vec![], vec![], vec![], vec![]);
-    for b in raw.boots.iter().filter(|b| b.init == Init::Basalt) {
-        let Some(r) = &b.outcome.report else { continue };
-        let p = &b.outcome.phase;
-        // printk time = monotonic time + off
-        let off = p.handoff_us as f64 - p.mono_us as f64;
-        exec.push((r.init_start_us as f64 + off - p.run_init_us as f64) / 1e3);
-        spawn.push((p.handoff_us as f64 - (r.handoff_us as f64 + off)) / 1e3);
-        offset.push(off / 1e3);
-        diff.push((p.pid1_phase_us() as f64 - r.pid1_phase_us as f64) / 1e3);
-    }
+    // printk time = monotonic time + offset
+    let offset = |p: &crate::line::Phase| p.handoff_us as f64 - p.mono_us as f64;
+    let each = |f: &dyn Fn(&crate::line::BootReport, &crate::line::Phase) -> f64| {
+        of(raw.reports().map(|(r, p)| f(r, p) / 1e3))
+    };
     Some(Edges {
-        exec_to_main_ms: Summary::of(&exec)?,
-        spawn_to_handoff_ms: Summary::of(&spawn)?,
-        clock_offset_ms: Summary::of(&offset)?,
-        fixture_minus_report_ms: Summary::of(&diff)?,
+        exec_to_main_ms: each(&|r, p| r.init_start_us as f64 + offset(p) - p.run_init_us as f64)?,
+        spawn_to_handoff_ms: each(&|r, p| p.handoff_us as f64 - (r.handoff_us as f64 + offset(p)))?,
+        clock_offset_ms: each(&|_, p| offset(p))?,
+        fixture_minus_report_ms: each(&|r, p| p.pid1_phase_us() as f64 - r.pid1_phase_us as f64)?,
     })
 }
 
 /// Part 7: one image size.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScalePoint {
-    pub mib: u64,
-    pub image_bytes: u64,
-    pub memory_mib: u32,
+    pub size: Size,
     pub phase: Summary,
     pub verify: Option<Summary>,
     /// The kernel's share before /init (unpacking the initramfs), ms.
     pub kernel: Summary,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scaling {
     pub points: Vec<ScalePoint>,
     /// PID1 phase ms = intercept + slope × image MiB, and r².
@@ -274,41 +298,33 @@ pub fn scaling(raw: &Raw) -> Scaling {
     let mut sizes: Vec<u64> = raw.compare_mib.iter().chain(&raw.scale_mib).copied().collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let points: Vec<ScalePoint> = sizes
-        .iter()
-        .filter_map(|&mib| {
-            let boots = boots_of(raw, Init::Basalt, mib);
-            let first = boots.first()?;
-            let phase: Vec<f64> = boots.iter().map(|b| phase_ms(b)).collect();
-            let verify: Vec<f64> = boots.iter().filter_map(|b| step_ms(b, "verify-image")).collect();
-            let kernel: Vec<f64> = boots.iter().map(|b| ms(b.outcome.phase.run_init_us)).collect();
-            Some(ScalePoint {
-                mib,
-                image_bytes: first.image_bytes,
-                memory_mib: first.memory_mib,
-                phase: Summary::of(&phase)?,
-                verify: Summary::of(&verify),
-                kernel: Summary::of(&kernel)?,
-            })
+    let point = |&mib: &u64| {
+        let boots = raw.boots_of(Init::Basalt, mib);
+        Some(ScalePoint {
+            size: Size::of(boots.first()?),
+            phase: of(boots.iter().map(|b| b.phase_ms()))?,
+            verify: of(boots.iter().filter_map(|b| b.step_ms("verify-image"))),
+            kernel: of(boots.iter().map(|b| ms(b.outcome.phase.run_init_us)))?,
         })
-        .collect();
-    let mib_of = |p: &ScalePoint| p.image_bytes as f64 / (1u64 << 20) as f64;
-    let fit = linear_fit(&points.iter().map(|p| (mib_of(p), p.phase.median)).collect::<Vec<_>>());
-    let verify_fit = linear_fit(
-        &points
-            .iter()
-            .filter_map(|p| Some((mib_of(p), p.verify?.median)))
-            .collect::<Vec<_>>(),
-    );
+    };
+    let points: Vec<ScalePoint> = sizes.iter().filter_map(point).collect();
+    let line = |y: &dyn Fn(&ScalePoint) -> Option<f64>| {
+        linear_fit(
+            &points
+                .iter()
+                .filter_map(|p| Some((p.size.real_mib(), y(p)?)))
+                .collect::<Vec<_>>(),
+        )
+    };
     Scaling {
+        fit: line(&|p| Some(p.phase.median)),
+        verify_fit: line(&|p| Some(p.verify?.median)),
         points,
-        fit,
-        verify_fit,
     }
 }
 
 /// Part 3, one tool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HashRow {
     pub tool: Tool,
     pub seconds: Summary,
@@ -327,34 +343,21 @@ pub fn hash_rows(h: &HashRuns) -> Vec<HashRow> {
             .and_then(|(_, v)| Summary::of(v))
     };
     let openssl = secs(Tool::Openssl).map(|s| gib / s.median);
-    h.times
-        .iter()
-        .filter_map(|(tool, _)| {
-            let s = secs(*tool)?;
-            let rate = gib / s.median;
-            Some(HashRow {
-                tool: *tool,
-                seconds: s,
-                gib_per_s: rate,
-                vs_openssl: openssl.map_or(f64::NAN, |o| rate / o),
-            })
+    let row = |&(tool, _): &(Tool, Vec<f64>)| {
+        let seconds = secs(tool)?;
+        let gib_per_s = gib / seconds.median;
+        let vs_openssl = openssl.map_or(f64::NAN, |o| gib_per_s / o);
+        Some(HashRow {
+            tool,
+            seconds,
+            gib_per_s,
+            vs_openssl,
         })
-        .collect()
+    };
+    h.times.iter().filter_map(row).collect()
 }
 
-/// Everything the reports show.
-#[derive(Debug, Clone)]
-pub struct Analysis {
-    pub comparisons: Vec<Comparison>,
-    pub steps: Vec<StepStats>,
-    pub edges: Option<Edges>,
-    pub scaling: Scaling,
-    pub hash: Vec<HashRow>,
-    pub agent: Option<AgentSummary>,
-    pub targets: Vec<crate::targets::Target>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentSummary {
     pub init_hwm_kib: Option<Summary>,
     pub agent_hwm_kib: Option<Summary>,
@@ -363,12 +366,27 @@ pub struct AgentSummary {
     pub stages_ms: Vec<(String, Summary)>,
 }
 
+/// Everything the reports show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub comparisons: Vec<Comparison>,
+    pub steps: Vec<StepStats>,
+    pub edges: Option<Edges>,
+    pub scaling: Scaling,
+    pub hash: Vec<HashRow>,
+    pub agent: Option<AgentSummary>,
+    /// basalt-init's VmHWM at the handoff, from part 1's boots.
+    pub handoff_hwm_kib: Option<Summary>,
+    pub targets: Vec<crate::targets::Target>,
+}
+
+impl Analysis {
+    pub fn hash_of(&self, tool: Tool) -> Option<&HashRow> {
+        self.hash.iter().find(|r| r.tool == tool)
+    }
+}
+
 pub fn analyse(raw: &Raw) -> Analysis {
-    let comparisons = comparisons(raw);
-    let steps = step_stats(raw);
-    let edges = edges(raw);
-    let scaling = scaling(raw);
-    let hash = raw.hash.as_ref().map(hash_rows).unwrap_or_default();
     let agent = raw.agent.as_ref().map(|a| AgentSummary {
         init_hwm_kib: Summary::of(&a.init_hwm_kib),
         agent_hwm_kib: Summary::of(&a.agent_hwm_kib),
@@ -380,13 +398,15 @@ pub fn analyse(raw: &Raw) -> Analysis {
             .filter_map(|(n, v)| Some((n.clone(), Summary::of(v)?)))
             .collect(),
     });
+    let basalt = raw.boots.iter().filter(|b| b.init == Init::Basalt);
     let mut a = Analysis {
-        comparisons,
-        steps,
-        edges,
-        scaling,
-        hash,
+        comparisons: comparisons(raw),
+        steps: step_stats(raw),
+        edges: edges(raw),
+        scaling: scaling(raw),
+        hash: raw.hash.as_ref().map(hash_rows).unwrap_or_default(),
         agent,
+        handoff_hwm_kib: of(basalt.filter_map(|b| b.outcome.phase.pid1_hwm_kib.map(|k| k as f64))),
         targets: Vec::new(),
     };
     a.targets = crate::targets::targets(raw, &a);
@@ -397,41 +417,40 @@ pub fn analyse(raw: &Raw) -> Analysis {
 #[cfg(test)]
 pub mod tests_support {
     use super::*;
-    use crate::boots::{BootReport, Step};
-    use crate::line::Phase;
+    use crate::line::{BootReport, Phase, Step};
 
     pub fn boot(init: Init, mib: u64, run: usize, phase_ms: u64, verify_ms: u64) -> BootRecord {
         let run_init = 5_000_000;
         let handoff = run_init + phase_ms * 1000;
+        let step = |name: &str, start: u64, duration_us: u64| Step {
+            name: name.into(),
+            start_us: run_init + start,
+            duration_us,
+        };
         let report = (init == Init::Basalt).then(|| BootReport {
             init_start_us: run_init + 40_000 - 20_000,
             handoff_us: handoff - 60_000 - 20_000,
             pid1_phase_us: phase_ms * 1000 - 100_000,
             steps: vec![
-                Step {
-                    name: "manifest".into(),
-                    start_us: run_init + 22_000,
-                    duration_us: 5_000,
-                },
-                Step {
-                    name: "modules".into(),
-                    start_us: run_init + 30_000,
-                    duration_us: 100_000,
-                },
-                Step {
-                    name: "verify-image".into(),
-                    start_us: run_init + 130_000,
-                    duration_us: verify_ms * 1000,
-                },
+                step("manifest", 22_000, 5_000),
+                step("modules", 30_000, 100_000),
+                step("verify-image", 130_000, verify_ms * 1000),
             ],
         });
-        let marks = if init == Init::Busybox {
-            vec![
-                ("modules".to_string(), run_init + 200_000),
-                ("verify-image".to_string(), run_init + 200_000 + verify_ms * 1000),
-            ]
-        } else {
-            vec![]
+        let mark = |name: &str, at: u64| (name.to_string(), run_init + at);
+        let marks = match init {
+            Init::Busybox => vec![
+                mark("modules", 200_000),
+                mark("verify-image", 200_000 + verify_ms * 1000),
+            ],
+            Init::Basalt => vec![],
+        };
+        // monotonic runs 20 ms behind printk
+        let phase = Phase {
+            run_init_us: run_init,
+            handoff_us: handoff,
+            mono_us: handoff - 20_000,
+            pid1_hwm_kib: None,
         };
         BootRecord {
             init,
@@ -439,18 +458,7 @@ pub mod tests_support {
             image_bytes: mib << 20,
             memory_mib: 512,
             run,
-            outcome: BootOutcome {
-                // monotonic runs 20 ms behind printk
-                phase: Phase {
-                    run_init_us: run_init,
-                    handoff_us: handoff,
-                    mono_us: handoff - 20_000,
-                    pid: if init == Init::Basalt { 90 } else { 1 },
-                    pid1_hwm_kib: None,
-                },
-                marks,
-                report,
-            },
+            outcome: Outcome { phase, marks, report },
             wall_s: 10.0,
             host_load: Some(1.5),
         }
@@ -491,7 +499,7 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_loadavg(text), want, "{text:?}");
         }
-        assert_eq!(host_load(&raw()).map(|s| s.median), Some(1.5));
+        assert_eq!(raw().host_load().map(|s| s.median), Some(1.5));
     }
 
     #[test]
@@ -509,12 +517,13 @@ mod tests {
     fn steps_edges_and_scaling() {
         let r = raw();
         let steps = step_stats(&r);
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["manifest", "modules", "verify-image"]);
+        let at = steps[2].per_size[1];
         assert_eq!(
-            steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            ["manifest", "modules", "verify-image"]
+            (at.mib, at.duration_ms.median, at.start_ms.median),
+            (256, 6500.0, 110.0)
         );
-        let (mib, dur, start) = steps[2].per_size[1];
-        assert_eq!((mib, dur.median, start.median), (256, 6500.0, 110.0));
 
         let e = edges(&r).unwrap();
         // init_start is 20 ms (mono) after run_init - 20 ms offset → 40 ms.
@@ -524,21 +533,20 @@ mod tests {
         assert!((e.fixture_minus_report_ms.median - 100.0).abs() < 1e-9);
 
         let s = scaling(&r);
-        assert_eq!(s.points.iter().map(|p| p.mib).collect::<Vec<_>>(), [64, 256]);
+        assert_eq!(s.points.iter().map(|p| p.size.mib).collect::<Vec<_>>(), [64, 256]);
         let (a, b, r2) = s.fit.unwrap();
         assert!((b - (7000.0 - 1920.0) / 192.0).abs() < 1e-9 && r2 > 0.999 && a > 0.0);
     }
 
     #[test]
     fn hash_rows_against_openssl() {
-        let secs = |v: &[f64]| v.to_vec();
         let h = HashRuns {
             bytes: 1 << 30,
             rounds: 3,
             times: vec![
-                (Tool::Basalt, secs(&[1.0, 1.1, 0.9])),
-                (Tool::Openssl, secs(&[0.95, 0.95, 0.95])),
-                (Tool::Cp, secs(&[0.5, 0.5, 0.5])),
+                (Tool::Basalt, vec![1.0, 1.1, 0.9]),
+                (Tool::Openssl, vec![0.95, 0.95, 0.95]),
+                (Tool::Cp, vec![0.5, 0.5, 0.5]),
             ],
             sha256: String::new(),
             openssl_version: String::new(),

@@ -2,61 +2,12 @@
 //! Part 4: binary sizes, and what the initramfs costs beyond the root image
 //! and the kernel modules it has to carry.
 
-use crate::error::{io_err, BenchError};
-use std::path::{Path, PathBuf};
-
-/// One member of a newc archive, as far as sizes go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub name: String,
-    /// File data, without padding.
-    pub data: u64,
-    /// Everything else the member costs: header, name, padding.
-    pub overhead: u64,
-}
-
-/// Lists a newc ("070701") archive, stopping at its trailer.
-pub fn list_newc(bytes: &[u8]) -> Result<Vec<Member>, String> {
-    let pad4 = |n: usize| (4 - n % 4) % 4;
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    loop {
-        let header = bytes
-            .get(at..at + 110)
-            .ok_or_else(|| format!("archive ends at byte {at} without a trailer"))?;
-        if &header[..6] != b"070701" {
-            return Err(format!("byte {at}: not a newc header"));
-        }
-        let field = |i: usize| {
-            let text =
-                std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i]).map_err(|_| format!("byte {at}: bad field"))?;
-            usize::from_str_radix(text, 16).map_err(|_| format!("byte {at}: field {text:?} is not hex"))
-        };
-        let (filesize, namesize) = (field(6)?, field(11)?);
-        let name_end = at + 110 + namesize;
-        let name_bytes = bytes
-            .get(at + 110..name_end.saturating_sub(1))
-            .ok_or_else(|| format!("byte {at}: name runs past the end"))?;
-        let name = String::from_utf8_lossy(name_bytes).into_owned();
-        let data_at = name_end + pad4(110 + namesize);
-        let next = data_at + filesize + pad4(filesize);
-        if next > bytes.len() {
-            return Err(format!("{name}: data runs past the end"));
-        }
-        out.push(Member {
-            name: name.clone(),
-            data: filesize as u64,
-            overhead: (next - at - filesize) as u64,
-        });
-        at = next;
-        if name == "TRAILER!!!" {
-            return Ok(out);
-        }
-    }
-}
+use crate::error::{file_len, io_err, run, BenchError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// Where an initramfs's bytes go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breakdown {
     pub total: u64,
     pub image: u64,
@@ -75,73 +26,94 @@ impl Breakdown {
     }
 }
 
-pub fn breakdown(total: u64, members: &[Member]) -> Breakdown {
-    let data = |pred: &dyn Fn(&str) -> bool| members.iter().filter(|m| pred(&m.name)).map(|m| m.data).sum::<u64>();
-    let is_module = |n: &str| n.starts_with("basalt/modules/") && n.ends_with(".ko");
-    let image = data(&|n| n == "basalt/root.sqsh");
-    let modules = data(&is_module);
-    let init = data(&|n| n == "init");
-    let manifest = data(&|n| n == "basalt/manifest.json" || n == "basalt/manifest.sig");
-    Breakdown {
-        total,
-        image,
-        modules,
-        module_count: members.iter().filter(|m| is_module(&m.name)).count(),
-        init,
-        manifest,
-        framing: total - image - modules - init - manifest,
+/// Walks a newc ("070701") archive to its trailer, sorting each member's
+/// data by what it is; headers, names and padding are framing.
+pub fn breakdown(bytes: &[u8]) -> Result<Breakdown, String> {
+    let pad4 = |n: usize| (4 - n % 4) % 4;
+    let mut b = Breakdown {
+        total: bytes.len() as u64,
+        ..Breakdown::default()
+    };
+    let mut at = 0usize;
+    loop {
+        let header = bytes
+            .get(at..at + 110)
+            .ok_or_else(|| format!("archive ends at byte {at} without a trailer"))?;
+        if &header[..6] != b"070701" {
+            return Err(format!("byte {at}: not a newc header"));
+        }
+        let field = |i: usize| {
+            let text =
+                std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i]).map_err(|_| format!("byte {at}: bad field"))?;
+            usize::from_str_radix(text, 16).map_err(|_| format!("byte {at}: field {text:?} is not hex"))
+        };
+        let (size, namesize) = (field(6)?, field(11)?);
+        let name_end = at + 110 + namesize;
+        let name = bytes
+            .get(at + 110..name_end.saturating_sub(1))
+            .ok_or_else(|| format!("byte {at}: name runs past the end"))?;
+        let name = String::from_utf8_lossy(name);
+        at = name_end + pad4(110 + namesize) + size + pad4(size);
+        if at > bytes.len() {
+            return Err(format!("{name}: data runs past the end"));
+        }
+        let size = size as u64;
+        match name.as_ref() {
+            "TRAILER!!!" => break,
+            "basalt/root.sqsh" => b.image += size,
+            "init" => b.init += size,
+            "basalt/manifest.json" | "basalt/manifest.sig" => b.manifest += size,
+            n if n.starts_with("basalt/modules/") && n.ends_with(".ko") => {
+                b.modules += size;
+                b.module_count += 1;
+            }
+            _ => {}
+        }
     }
+    b.framing = b.total - b.image - b.modules - b.init - b.manifest;
+    Ok(b)
 }
 
 /// Reads and lists an initramfs (plain, or gzip as `--compress gzip` makes).
 pub fn initramfs_breakdown(path: &Path) -> Result<Breakdown, BenchError> {
     let raw = std::fs::read(path).map_err(io_err("read", path))?;
-    let total = raw.len() as u64;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+    let mut bytes = Vec::new();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut bytes)
             .map_err(io_err("gunzip", path))?;
-        out
-    } else {
-        raw
-    };
-    let members = list_newc(&bytes).map_err(|why| BenchError::Parse {
+    }
+    let plain = if bytes.is_empty() { &raw } else { &bytes };
+    let mut b = breakdown(plain).map_err(|why| BenchError::Parse {
         what: path.display().to_string(),
         why,
     })?;
-    let mut b = breakdown(bytes.len() as u64, &members);
-    if total != b.total {
-        // Compressed: the image and modules barely shrink (already zstd, or
-        // not worth it); charge the saving to the overhead's framing.
-        b.framing = b.framing.saturating_sub(b.total - total);
-        b.total = total;
-    }
+    // Compressed: the image and modules barely shrink (already zstd, or not
+    // worth it); charge the saving to the overhead's framing.
+    b.framing = b.framing.saturating_sub(b.total.saturating_sub(raw.len() as u64));
+    b.total = raw.len() as u64;
     Ok(b)
 }
 
 /// A binary's size as built and after `strip --strip-all`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinarySize {
     pub name: String,
-    pub path: PathBuf,
     pub as_built: u64,
     pub stripped: u64,
 }
 
 pub fn binary_size(name: &str, path: &Path, scratch: &Path) -> Result<BinarySize, BenchError> {
-    let as_built = std::fs::metadata(path).map_err(io_err("stat", path))?.len();
     std::fs::create_dir_all(scratch).map_err(io_err("create", scratch))?;
     let copy = scratch.join(format!("{name}.stripped"));
     std::fs::copy(path, &copy).map_err(io_err("copy to", &copy))?;
-    crate::images::run_tool(std::process::Command::new("strip").arg("--strip-all").arg(&copy))?;
-    let stripped = std::fs::metadata(&copy).map_err(io_err("stat", &copy))?.len();
-    let _ = std::fs::remove_file(&copy);
-    Ok(BinarySize {
+    run(std::process::Command::new("strip").arg("--strip-all").arg(&copy))?;
+    let size = BinarySize {
         name: name.to_string(),
-        path: path.to_path_buf(),
-        as_built,
-        stripped,
-    })
+        as_built: file_len(path)?,
+        stripped: file_len(&copy)?,
+    };
+    let _ = std::fs::remove_file(&copy);
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -158,40 +130,23 @@ mod tests {
     }
 
     #[test]
-    fn lists_what_the_writer_wrote() {
+    fn sorts_what_the_writer_wrote() {
         let bytes = archive(&[
             Entry::dir("basalt", 0o755),
             Entry::bytes("basalt/root.sqsh", 0o444, b"hsqs12345"),
             Entry::bytes("basalt/modules/loop.ko", 0o444, b"ko"),
+            Entry::bytes("basalt/manifest.sig", 0o444, b"sig"),
             Entry::bytes("init", 0o755, b"#!x"),
         ]);
-        let members = list_newc(&bytes).unwrap();
-        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "basalt",
-                "basalt/root.sqsh",
-                "basalt/modules/loop.ko",
-                "init",
-                "TRAILER!!!"
-            ]
-        );
-        let data: Vec<u64> = members.iter().map(|m| m.data).collect();
-        assert_eq!(data, [0, 9, 2, 3, 0]);
-        // Every byte is some member's data or overhead.
-        let sum: u64 = members.iter().map(|m| m.data + m.overhead).sum();
-        assert_eq!(sum, bytes.len() as u64);
-        // "basalt": 110 + 7 bytes of name, padded to 120.
-        assert_eq!(members[0].overhead, 120);
-
-        let b = breakdown(bytes.len() as u64, &members);
-        assert_eq!(
-            (b.image, b.modules, b.module_count, b.init, b.manifest),
-            (9, 2, 1, 3, 0)
-        );
-        assert_eq!(b.overhead(), bytes.len() as u64 - 11);
+        let b = breakdown(&bytes).unwrap();
+        let got = (b.image, b.modules, b.module_count, b.init, b.manifest);
+        assert_eq!(got, (9, 2, 1, 3, 3));
+        // Every byte is some member's data or framing.
+        assert_eq!(b.total, bytes.len() as u64);
         assert_eq!(b.framing + b.init + b.manifest, b.overhead());
+        // "basalt": 110 + 7 bytes of name, padded to 120; the trailer 124.
+        let dir = archive(&[Entry::dir("basalt", 0o755)]);
+        assert_eq!(breakdown(&dir).unwrap().framing, 120 + 124);
     }
 
     #[test]
@@ -204,7 +159,7 @@ mod tests {
             (good[..120].to_vec(), "init: data runs past the end"),
         ];
         for (bytes, needle) in cases {
-            let err = list_newc(&bytes).unwrap_err();
+            let err = breakdown(&bytes).unwrap_err();
             assert!(err.contains(needle), "{err}");
         }
     }

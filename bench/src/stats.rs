@@ -3,7 +3,7 @@
 //! the suite reports is a median, with the range it came from beside it.
 
 /// Median, minimum and maximum of a sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub n: usize,
     pub median: f64,
@@ -32,19 +32,6 @@ impl Summary {
             max: v[v.len() - 1],
         })
     }
-
-    /// (max - min) / median: how far apart the runs were, relative.
-    pub fn relative_spread(&self) -> f64 {
-        if self.median == 0.0 {
-            0.0
-        } else {
-            (self.max - self.min) / self.median
-        }
-    }
-}
-
-pub fn median(xs: &[f64]) -> Option<f64> {
-    Summary::of(xs).map(|s| s.median)
 }
 
 /// Least-squares line through (x, y): (intercept, slope, r²).
@@ -87,9 +74,6 @@ mod tests {
             let got = Summary::of(xs).map(|s| (s.n, s.median, s.min, s.max));
             assert_eq!(got, *want, "{xs:?}");
         }
-        assert_eq!(Summary::of(&[1.0, 2.0, 3.0]).unwrap().relative_spread(), 1.0);
-        assert_eq!(Summary::of(&[0.0, 0.0]).unwrap().relative_spread(), 0.0);
-        assert_eq!(median(&[7.0, 1.0]), Some(4.0));
     }
 
     #[test]

@@ -5,40 +5,35 @@
 //! renders to Markdown and serialises to JSON (`tables` in results.json).
 
 use crate::stats::Summary;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// What a column's figures are in, and so how they print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Unit {
+    #[serde(rename = "text")]
     Text,
     /// Milliseconds: [`fmt_ms`], summaries as `median (min–max)`.
+    #[serde(rename = "ms")]
     Ms,
     /// Seconds, to the millisecond.
+    #[serde(rename = "s")]
     Seconds,
     /// Bytes, printed in KiB rounded up.
+    #[serde(rename = "bytes")]
     Bytes,
     /// KiB, printed like milliseconds.
+    #[serde(rename = "KiB")]
     KiB,
+    #[serde(rename = "GiB/s")]
     GibPerS,
     /// A ratio, printed `0.94×`.
+    #[serde(rename = "ratio")]
     Times,
+    #[serde(rename = "%")]
     Percent,
 }
 
 impl Unit {
-    fn key(self) -> &'static str {
-        match self {
-            Unit::Text => "text",
-            Unit::Ms => "ms",
-            Unit::Seconds => "s",
-            Unit::Bytes => "bytes",
-            Unit::KiB => "KiB",
-            Unit::GibPerS => "GiB/s",
-            Unit::Times => "ratio",
-            Unit::Percent => "%",
-        }
-    }
-
     fn number(self, x: f64) -> String {
         match self {
             Unit::Text | Unit::Ms | Unit::KiB => fmt_ms(x),
@@ -61,7 +56,9 @@ impl Unit {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialised as its value: text, a number, a summary, or null.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Cell {
     Text(String),
     /// Text printed bold in Markdown.
@@ -92,15 +89,16 @@ impl From<Option<Summary>> for Cell {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Column {
     pub title: String,
     pub unit: Unit,
     /// Every figure in it printed bold (the column the table is about).
+    #[serde(skip)]
     pub bold: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Table {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<Cell>>,
@@ -145,22 +143,6 @@ impl Table {
         }
         out.join("\n")
     }
-
-    pub fn to_json(&self) -> Value {
-        let columns: Vec<Value> = self
-            .columns
-            .iter()
-            .map(|c| json!({"title": c.title, "unit": c.unit.key()}))
-            .collect();
-        let cell = |c: &Cell| match c {
-            Cell::Text(s) | Cell::Strong(s) => json!(s),
-            Cell::Num(x) => json!(x),
-            Cell::Summary(s) => summary_json(s),
-            Cell::Missing | Cell::Blank => Value::Null,
-        };
-        let rows: Vec<Value> = self.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
-        json!({"columns": columns, "rows": rows})
-    }
 }
 
 /// A cell as it stands between two `|`, spaces included.
@@ -178,10 +160,6 @@ fn text(cell: &Cell, column: &Column) -> String {
         true => format!(" **{s}** "),
         false => format!(" {s} "),
     }
-}
-
-pub fn summary_json(s: &Summary) -> Value {
-    json!({"median": s.median, "min": s.min, "max": s.max, "n": s.n})
 }
 
 /// A duration in ms as the tables show it.
@@ -239,10 +217,10 @@ mod tests {
         t.row(vec!["".into(), Cell::Num(2.0), Cell::Text("-".into())]);
         let want = "| Tool | Seconds | x |\n|---|---|---|\n| a | 0.940 (0.900–0.955) | **1.04×** |\n| **b** | — | |\n|  | 2.000 | - |";
         assert_eq!(t.markdown(), want);
-        let j = t.to_json();
-        assert_eq!(j["columns"][1], json!({"title": "Seconds", "unit": "s"}));
+        let j = serde_json::to_value(&t).unwrap();
+        assert_eq!(j["columns"][1], serde_json::json!({"title": "Seconds", "unit": "s"}));
         assert_eq!(j["rows"][0][1]["median"], 0.94);
-        assert_eq!(j["rows"][1], json!(["b", null, null]));
+        assert_eq!(j["rows"][1], serde_json::json!(["b", null, null]));
         assert_eq!(Table::new(&[("Step", Unit::Text)]).markdown(), "| Step |\n|---|");
     }
 }

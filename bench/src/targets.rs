@@ -3,14 +3,17 @@
 //! missed, why and what would close it, from the measurements themselves.
 
 use crate::hashing::Tool;
-use crate::results::{Analysis, HashRow, Raw};
+use crate::results::{AgentSummary, Analysis, Raw};
 use crate::stats::Summary;
+use serde::Serialize;
 
 /// Where a target stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Met,
     Missed,
+    #[serde(rename = "not measured")]
     NotMeasured,
 }
 
@@ -24,7 +27,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
     pub name: &'static str,
     pub goal: &'static str,
@@ -33,19 +36,44 @@ pub struct Target {
     pub note: String,
 }
 
-impl Target {
-    /// Met or missed by `measured`; a missed one says why in `why_missed`.
-    fn judged(
-        name: &'static str,
-        goal: &'static str,
-        measured: String,
-        met: bool,
-        why_missed: impl FnOnce() -> String,
-    ) -> Target {
-        let (status, note) = if met {
-            (Status::Met, String::new())
-        } else {
-            (Status::Missed, why_missed())
+/// A target's figure and, when it misses the goal, why; or why there is none.
+type Figure = Result<(String, Option<String>), String>;
+
+/// `measured`, with the note `why_missed` gives when it misses the goal.
+fn judged(measured: String, met: bool, why_missed: impl FnOnce() -> String) -> Figure {
+    Ok((measured, (!met).then(why_missed)))
+}
+
+pub fn targets(raw: &Raw, a: &Analysis) -> Vec<Target> {
+    let agent = |figure: fn(&AgentSummary) -> Option<Summary>, limit, unit| {
+        through_the_agent(raw, a, a.agent.as_ref().and_then(figure), limit, unit)
+    };
+    let rows: [(&'static str, &'static str, Figure); 7] = [
+        ("init phase vs busybox", "≤ 0.25× busybox", init_phase(raw, a)),
+        ("hashing vs openssl (native)", "≥ 0.95× openssl", hashing(raw, a)),
+        (
+            "basalt-init size",
+            "≤ 1 MiB stripped",
+            binary_size(raw, "basalt-init", 1 << 20),
+        ),
+        (
+            "basalt-agent size",
+            "≤ 2 MiB stripped",
+            binary_size(raw, "basalt-agent", 2 << 20),
+        ),
+        ("init peak RSS", "≤ 2 MiB", agent(|s| s.init_hwm_kib, 2048.0, "KiB")),
+        ("agent peak RSS", "≤ 6 MiB", agent(|s| s.agent_hwm_kib, 6144.0, "KiB")),
+        (
+            "apply-to-exec in the guest",
+            "≤ 50 ms",
+            agent(|s| s.apply_to_exec_ms, 50.0, "ms"),
+        ),
+    ];
+    let target = |(name, goal, figure): (&'static str, &'static str, Figure)| {
+        let (measured, status, note) = match figure {
+            Ok((measured, None)) => (measured, Status::Met, String::new()),
+            Ok((measured, Some(note))) => (measured, Status::Missed, note),
+            Err(why) => ("—".into(), Status::NotMeasured, why),
         };
         Target {
             name,
@@ -54,85 +82,31 @@ impl Target {
             status,
             note,
         }
-    }
-
-    fn not_measured(name: &'static str, goal: &'static str, why: &str) -> Target {
-        Target {
-            name,
-            goal,
-            measured: "—".into(),
-            status: Status::NotMeasured,
-            note: why.to_string(),
-        }
-    }
-}
-
-pub fn targets(raw: &Raw, a: &Analysis) -> Vec<Target> {
-    let mut out = vec![init_phase(raw, a), hashing(raw, a)];
-    for (name, bin, goal, limit) in [
-        ("basalt-init size", "basalt-init", "≤ 1 MiB stripped", 1u64 << 20),
-        ("basalt-agent size", "basalt-agent", "≤ 2 MiB stripped", 2 << 20),
-    ] {
-        out.push(binary_size(raw, name, bin, goal, limit));
-    }
-    let agent = a.agent.as_ref();
-    for (name, goal, limit, value, unit) in [
-        (
-            "init peak RSS",
-            "≤ 2 MiB",
-            2048.0,
-            agent.and_then(|s| s.init_hwm_kib),
-            "KiB",
-        ),
-        (
-            "agent peak RSS",
-            "≤ 6 MiB",
-            6144.0,
-            agent.and_then(|s| s.agent_hwm_kib),
-            "KiB",
-        ),
-        (
-            "apply-to-exec in the guest",
-            "≤ 50 ms",
-            50.0,
-            agent.and_then(|s| s.apply_to_exec_ms),
-            "ms",
-        ),
-    ] {
-        out.push(through_the_agent(raw, a, (name, goal, limit, unit), value));
-    }
-    out
+    };
+    rows.into_iter().map(target).collect()
 }
 
 /// Init phase ≤ 0.25× busybox, at every size compared.
-fn init_phase(raw: &Raw, a: &Analysis) -> Target {
-    let (name, goal) = ("init phase vs busybox", "≤ 0.25× busybox");
+fn init_phase(raw: &Raw, a: &Analysis) -> Figure {
     if a.comparisons.is_empty() {
-        return Target::not_measured(name, goal, "the boots were not run");
+        return Err("the boots were not run".into());
     }
     let worst = a.comparisons.iter().map(|c| c.ratio).fold(f64::MIN, f64::max);
     let measured: Vec<String> = a
         .comparisons
         .iter()
-        .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.mib))
+        .map(|c| format!("{:.2}× at {} MiB", c.ratio, c.size.mib))
         .collect();
-    Target::judged(name, goal, measured.join(", "), worst <= 0.25, || {
-        init_phase_note(raw, a)
-    })
-}
-
-fn find_hash(a: &Analysis, tool: Tool) -> Option<&HashRow> {
-    a.hash.iter().find(|r| r.tool == tool)
+    judged(measured.join(", "), worst <= 0.25, || init_phase_note(raw, a))
 }
 
 /// Hashing ≥ 0.95× openssl natively.
-fn hashing(raw: &Raw, a: &Analysis) -> Target {
-    let (name, goal) = ("hashing vs openssl (native)", "≥ 0.95× openssl");
-    let (Some(b), Some(o)) = (find_hash(a, Tool::Basalt), find_hash(a, Tool::Openssl)) else {
-        return Target::not_measured(name, goal, "part 3 was not run");
+fn hashing(raw: &Raw, a: &Analysis) -> Figure {
+    let (Some(b), Some(o)) = (a.hash_of(Tool::Basalt), a.hash_of(Tool::Openssl)) else {
+        return Err("part 3 was not run".into());
     };
     let measured = format!("{:.2}× ({:.2} vs {:.2} GiB/s)", b.vs_openssl, b.gib_per_s, o.gib_per_s);
-    Target::judged(name, goal, measured, b.vs_openssl >= 0.95, || {
+    judged(measured, b.vs_openssl >= 0.95, || {
         format!(
             "basalt's routine (ring, {} KiB reads) reached {:.2} GiB/s against openssl's {:.2}; both use the CPU's \
              SHA extensions when it has them ({}), so the gap is the read size or the copy: see the per-tool spread \
@@ -145,17 +119,17 @@ fn hashing(raw: &Raw, a: &Analysis) -> Target {
     })
 }
 
-fn binary_size(raw: &Raw, name: &'static str, bin: &str, goal: &'static str, limit: u64) -> Target {
+fn binary_size(raw: &Raw, bin: &str, limit: u64) -> Figure {
     let Some(b) = raw.binaries.iter().find(|b| b.name == bin) else {
         let why = raw
             .binaries_missing
             .iter()
             .find(|(n, _)| n == bin)
             .map(|(_, why)| why.as_str());
-        return Target::not_measured(name, goal, why.unwrap_or("part 4 was not run"));
+        return Err(why.unwrap_or("part 4 was not run").into());
     };
     let measured = format!("{} KiB", b.stripped.div_ceil(1024));
-    Target::judged(name, goal, measured, b.stripped <= limit, || {
+    judged(measured, b.stripped <= limit, || {
         format!(
             "{} KiB over; the largest contributors are found with `cargo bloat --release --target \
              x86_64-unknown-linux-musl -p {bin}`",
@@ -165,23 +139,19 @@ fn binary_size(raw: &Raw, name: &'static str, bin: &str, goal: &'static str, lim
 }
 
 /// Memory and apply latency, through the agent: a median against a limit.
-fn through_the_agent(
-    raw: &Raw,
-    a: &Analysis,
-    (name, goal, limit, unit): (&'static str, &'static str, f64, &str),
-    value: Option<Summary>,
-) -> Target {
+fn through_the_agent(raw: &Raw, a: &Analysis, value: Option<Summary>, limit: f64, unit: &str) -> Figure {
     let Some(s) = value else {
-        let why = raw.agent_missing.as_deref().unwrap_or("parts 5 and 6 were not run");
-        return Target::not_measured(name, goal, why);
+        return Err(raw
+            .agent_missing
+            .as_deref()
+            .unwrap_or("parts 5 and 6 were not run")
+            .into());
     };
     let measured = format!("{:.0} {unit} (median of {})", s.median, s.n);
-    Target::judged(name, goal, measured, s.median <= limit, || match unit {
-        "ms" => apply_note(raw, a, s.median - limit),
-        _ => format!(
-            "{:.0} {unit} over the target at the median; the per-run figures are in results.json",
-            s.median - limit
-        ),
+    let over = s.median - limit;
+    judged(measured, s.median <= limit, || match unit {
+        "ms" => apply_note(raw, a, over),
+        _ => format!("{over:.0} {unit} over the target at the median; the per-run figures are in results.json"),
     })
 }
 
@@ -217,7 +187,7 @@ fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
         .iter()
         .find(|s| s.name == "manifest")
         .and_then(|s| s.per_size.first())
-        .map(|p| p.1.median);
+        .map(|p| p.duration_ms.median);
     let spawn = a.edges.as_ref().map(|e| e.spawn_to_handoff_ms.median);
     if let (Some(m), Some(sp)) = (manifest, spawn) {
         parts.push(format!(
@@ -239,17 +209,17 @@ fn apply_note(raw: &Raw, a: &Analysis, over: f64) -> String {
 
 /// Why the init phase is where it is against busybox, from the figures.
 fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
-    let Some(c) = a.comparisons.iter().max_by_key(|c| c.mib) else {
+    let Some(c) = a.comparisons.iter().max_by_key(|c| c.size.mib) else {
         return String::new();
     };
     let mut parts = Vec::new();
     if let (Some(bh), Some(bbh)) = (c.basalt_hash, c.busybox_hash) {
-        let mib = c.image_bytes as f64 / (1u64 << 20) as f64;
+        let mib = c.size.real_mib();
         let share = bh.median / c.basalt.median * 100.0;
         parts.push(format!(
             "at {} MiB hashing the image is {share:.0}% of basalt's phase: {:.0} ms for basalt ({:.0} MiB/s) \
              against {:.0} ms for busybox sha256sum ({:.0} MiB/s) in the guest under {}",
-            c.mib,
+            c.size.mib,
             bh.median,
             mib / (bh.median / 1e3),
             bbh.median,
@@ -269,7 +239,7 @@ fn init_phase_note(raw: &Raw, a: &Analysis) -> String {
             );
         }
     }
-    if let (Some(b), Some(bb)) = (find_hash(a, Tool::Basalt), find_hash(a, Tool::Busybox)) {
+    if let (Some(b), Some(bb)) = (a.hash_of(Tool::Basalt), a.hash_of(Tool::Busybox)) {
         parts.push(format!(
             "natively basalt's routine hashes {:.1}× faster than busybox sha256sum (part 3), which a KVM guest \
              would keep",
@@ -296,7 +266,6 @@ mod tests {
         let mut r = sample_raw();
         let size = |name: &str, as_built, stripped| BinarySize {
             name: name.into(),
-            path: "/b".into(),
             as_built,
             stripped,
         };
@@ -308,48 +277,42 @@ mod tests {
         r
     }
 
-    fn by_name(r: &Raw, n: &str) -> Target {
-        analyse(r).targets.iter().find(|t| t.name == n).unwrap().clone()
+    /// Each target's status, and what `measured | note` holds.
+    fn check(r: &Raw, cases: &[(&str, Status, &[&str])]) {
+        let targets = analyse(r).targets;
+        for (name, status, needles) in cases {
+            let t = targets.iter().find(|t| t.name == *name).unwrap();
+            assert_eq!(t.status, *status, "{name}");
+            let text = format!("{} | {}", t.measured, t.note);
+            for needle in *needles {
+                assert!(text.contains(needle), "{name}: {needle:?} not in {text:?}");
+            }
+        }
     }
 
     #[test]
     fn targets_say_where_they_stand() {
-        let r = raw();
-        let by_name = |n: &str| by_name(&r, n);
-        let phase = by_name("init phase vs busybox");
-        assert_eq!(phase.status, Status::Missed);
-        assert_eq!(phase.measured, "1.01× at 64 MiB");
-        assert!(
-            phase
-                .note
-                .starts_with("At 64 MiB hashing the image is 78% of basalt's phase"),
-            "{}",
-            phase.note
-        );
-        assert!(
-            phase.note.contains("TCG offers the guest no SHA extensions"),
-            "{}",
-            phase.note
-        );
-        assert!(phase.note.contains("dm-verity"), "{}", phase.note);
-        assert_eq!(by_name("basalt-init size").status, Status::Met);
-        let agent = by_name("basalt-agent size");
-        assert_eq!((agent.status, agent.measured.as_str()), (Status::Missed, "2049 KiB"));
-        assert!(agent.note.starts_with("1 KiB over"));
-        let hash = by_name("hashing vs openssl (native)");
-        assert_eq!(
-            (hash.status, hash.note.as_str()),
-            (Status::NotMeasured, "part 3 was not run")
-        );
-        let rss = by_name("agent peak RSS");
-        assert_eq!(
-            (rss.status, rss.note.as_str()),
-            (Status::NotMeasured, "the agent is not ready")
+        use Status::*;
+        let phase: &[&str] = &[
+            "1.01× at 64 MiB | At 64 MiB hashing the image is 78% of basalt's phase",
+            "TCG offers the guest no SHA extensions",
+            "dm-verity",
+        ];
+        check(
+            &raw(),
+            &[
+                ("init phase vs busybox", Missed, phase),
+                ("basalt-init size", Met, &["782 KiB | "]),
+                ("basalt-agent size", Missed, &["2049 KiB | 1 KiB over"]),
+                ("hashing vs openssl (native)", NotMeasured, &["— | part 3 was not run"]),
+                ("agent peak RSS", NotMeasured, &["— | the agent is not ready"]),
+            ],
         );
     }
 
     #[test]
     fn agent_targets_say_where_they_stand() {
+        use Status::*;
         let mut r = raw();
         r.agent = Some(AgentRuns {
             init_hwm_kib: vec![900.0, 1000.0, 1100.0],
@@ -358,35 +321,21 @@ mod tests {
             end_to_end_ms: vec![300.0],
             stages_ms: vec![("verify".into(), vec![15.0, 16.0, 17.0]), ("spawn".into(), vec![28.0])],
             method: String::new(),
-            accel: "tcg".into(),
-            accel_reason: String::new(),
         });
-        assert_eq!(by_name(&r, "init peak RSS").status, Status::Met);
-        assert_eq!(by_name(&r, "init peak RSS").measured, "1000 KiB (median of 3)");
-        let agent_rss = by_name(&r, "agent peak RSS");
-        assert_eq!(agent_rss.status, Status::Missed);
-        assert!(
-            agent_rss.note.starts_with("856 KiB over the target"),
-            "{}",
-            agent_rss.note
+        check(
+            &r,
+            &[
+                ("init peak RSS", Met, &["1000 KiB (median of 3) | "]),
+                ("agent peak RSS", Missed, &["| 856 KiB over the target"]),
+                ("apply-to-exec in the guest", Met, &[]),
+            ],
         );
-        assert_eq!(by_name(&r, "apply-to-exec in the guest").status, Status::Met);
-
         r.agent.as_mut().unwrap().apply_to_exec_ms = vec![90.0, 100.0, 110.0];
-        let apply = by_name(&r, "apply-to-exec in the guest");
-        assert_eq!(apply.status, Status::Missed);
-        assert!(
-            apply.note.starts_with(
-                "50 ms over at the median; the agent's own split of the apply, by median, is spawn 28.0 ms, verify \
-                 16.0 ms; for scale, in the same TCG guests basalt-init's manifest step"
-            ),
-            "{}",
-            apply.note
-        );
-        assert!(
-            apply.note.contains("spawn") && apply.note.contains("BASALT_ACCEL=kvm"),
-            "{}",
-            apply.note
-        );
+        let apply: &[&str] = &[
+            "| 50 ms over at the median; the agent's own split of the apply, by median, is spawn 28.0 ms, verify \
+             16.0 ms; for scale, in the same TCG guests basalt-init's manifest step",
+            "BASALT_ACCEL=kvm",
+        ];
+        check(&r, &[("apply-to-exec in the guest", Missed, apply)]);
     }
 }

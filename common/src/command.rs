@@ -1,4 +1,5 @@
-//! Signed commands: `reboot` and `poweroff`.
+//! Signed commands: `reboot`, `poweroff`, `reset-var` (empty /var, reboot),
+//! and `confirm` (of a config on trial).
 //!
 //! A command payload is bound to one node and to one challenge nonce that
 //! node handed out in a `status` response:
@@ -22,6 +23,9 @@ pub const COMMAND_VERSION: u64 = 1;
 pub enum CommandKind {
     Reboot,
     Poweroff,
+    Confirm,
+    /// Stop every service, empty /var, reboot: `basaltctl reset --var`.
+    ResetVar,
 }
 
 impl CommandKind {
@@ -29,6 +33,8 @@ impl CommandKind {
         match self {
             CommandKind::Reboot => "reboot",
             CommandKind::Poweroff => "poweroff",
+            CommandKind::Confirm => "confirm",
+            CommandKind::ResetVar => "reset-var",
         }
     }
 }
@@ -111,7 +117,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for kind in [CommandKind::Reboot, CommandKind::Poweroff] {
+        for kind in [
+            CommandKind::Reboot,
+            CommandKind::Poweroff,
+            CommandKind::Confirm,
+            CommandKind::ResetVar,
+        ] {
             let cmd = Command {
                 kind,
                 node: "n1".into(),

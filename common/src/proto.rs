@@ -25,6 +25,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub const DEFAULT_TAIL: u64 = 100;
 /// The most lines one `logs` request may ask for.
 pub const MAX_TAIL: u64 = 10_000;
+/// The shortest and longest trial (`apply` with `try_ms`).
+pub const MIN_TRY_MS: u64 = 1_000;
+pub const MAX_TRY_MS: u64 = 3_600_000;
 
 /// One line taken off a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,12 +174,14 @@ pub enum ErrorCode {
     NotFound,
     /// The node is powering off or rebooting.
     ShuttingDown,
+    /// A `confirm` arrived with no config on trial.
+    NoTrial,
     /// An unexpected failure inside the agent.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::MalformedJson,
         ErrorCode::BadRequest,
@@ -193,6 +198,7 @@ impl ErrorCode {
         ErrorCode::ApplyFailed,
         ErrorCode::NotFound,
         ErrorCode::ShuttingDown,
+        ErrorCode::NoTrial,
         ErrorCode::Internal,
     ];
 
@@ -214,6 +220,7 @@ impl ErrorCode {
             ErrorCode::ApplyFailed => "apply_failed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::NoTrial => "no_trial",
             ErrorCode::Internal => "internal",
         }
     }
@@ -239,13 +246,24 @@ pub enum Op {
         tail: u64,
         since: Option<u64>,
     },
+    /// With `try_ms`, a trial: nothing is persisted, and the node goes
+    /// back to the persisted config after that long unless confirmed.
     Apply {
+        envelope: SignedEnvelope,
+        try_ms: Option<u64>,
+    },
+    /// Makes the config on trial the persisted one (a signed command).
+    Confirm {
         envelope: SignedEnvelope,
     },
     Reboot {
         envelope: SignedEnvelope,
     },
     Poweroff {
+        envelope: SignedEnvelope,
+    },
+    /// Stops the services, empties /var and reboots (a signed command).
+    ResetVar {
         envelope: SignedEnvelope,
     },
 }
@@ -256,8 +274,10 @@ impl Op {
             Op::Status => "status",
             Op::Logs { .. } => "logs",
             Op::Apply { .. } => "apply",
+            Op::Confirm { .. } => "confirm",
             Op::Reboot { .. } => "reboot",
             Op::Poweroff { .. } => "poweroff",
+            Op::ResetVar { .. } => "reset-var",
         }
     }
 }
@@ -341,7 +361,21 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             }
             Op::Logs { source, tail, since }
         }
-        "apply" => Op::Apply {
+        "apply" => {
+            let f = fields(&["envelope", "try_ms"])?;
+            let try_ms = f.opt_u64("try_ms").map_err(|e| bad(&id, e))?;
+            if let Some(ms) = try_ms {
+                if !(MIN_TRY_MS..=MAX_TRY_MS).contains(&ms) {
+                    let what = format!("a trial lasts {MIN_TRY_MS} to {MAX_TRY_MS} ms");
+                    return Err(bad(&id, JsonError::new("$.try_ms", what)));
+                }
+            }
+            Op::Apply {
+                envelope: envelope(&f)?,
+                try_ms,
+            }
+        }
+        "confirm" => Op::Confirm {
             envelope: envelope(&fields(&["envelope"])?)?,
         },
         "reboot" => Op::Reboot {
@@ -350,9 +384,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "poweroff" => Op::Poweroff {
             envelope: envelope(&fields(&["envelope"])?)?,
         },
+        "reset-var" => Op::ResetVar {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
         other => {
             let message = format!(
-                "unknown op {:?} (known: status, logs, apply, reboot, poweroff)",
+                "unknown op {:?} (known: status, logs, apply, confirm, reboot, poweroff, reset-var)",
                 clip(other)
             );
             return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));
@@ -557,7 +594,10 @@ mod tests {
             (
                 format!(r#"{{"id":3,"op":"apply","envelope":{env_text}}}"#),
                 json!(3),
-                Op::Apply { envelope: env.clone() },
+                Op::Apply {
+                    envelope: env.clone(),
+                    try_ms: None,
+                },
             ),
             (
                 format!(r#"{{"id":4,"op":"reboot","envelope":{env_text}}}"#),
@@ -572,6 +612,22 @@ mod tests {
         ];
         for (text, id, op) in cases {
             assert_eq!(parse_request(text.as_bytes()), Ok(Request { id, op }), "{text}");
+        }
+    }
+
+    #[test]
+    fn trials_are_bounded() {
+        let (_, env_text) = envelope_json();
+        let line = |ms: u64| format!(r#"{{"id":1,"op":"apply","envelope":{env_text},"try_ms":{ms}}}"#);
+        for (ms, ok) in [(999, false), (1_000, true), (3_600_000, true), (3_600_001, false)] {
+            match parse_request(line(ms).as_bytes()) {
+                Ok(Request {
+                    op: Op::Apply { try_ms, .. },
+                    ..
+                }) => assert!(ok && try_ms == Some(ms), "{ms}"),
+                Err(e) => assert!(!ok && e.message.contains("$.try_ms"), "{ms}: {}", e.message),
+                other => panic!("{ms}: {other:?}"),
+            }
         }
     }
 

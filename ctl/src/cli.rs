@@ -29,8 +29,11 @@ usage: basaltctl [--endpoint E] [--json] [--timeout SECS] COMMAND ...
 commands:
   keygen --out NAME               write NAME.key (PKCS#8 PEM, 0600) and NAME.pub (SPKI PEM)
   sign --key KEY CONFIG [--out F] sign a config (offline); prints the envelope
-  apply (CONFIG --key KEY | --envelope FILE)
-                                  send a signed config
+  apply (CONFIG --key KEY | --envelope FILE) [--try DURATION]
+                                  send a signed config; with --try (60s, 5m) nothing is
+                                  persisted and the node goes back after DURATION
+  confirm --key KEY               signed: keep the config on trial (persist it)
+  reset --var --key KEY           signed: stop every service, empty /var, reboot
   status                          node state, services, versions
   node-id                         print the node id (for the config's \"node\")
   logs SOURCE [-n N] [-f]         a service's log, or \"agent\" / \"init\"
@@ -94,6 +97,10 @@ struct Opts {
     tail: Option<u64>,
     follow: bool,
     help: bool,
+    /// `reset --var`.
+    var: bool,
+    /// `apply --try DURATION`: a trial of that many milliseconds.
+    try_ms: Option<u64>,
     positional: Vec<String>,
 }
 
@@ -114,6 +121,7 @@ fn parse(args: &[String]) -> Result<Opts, CliError> {
         match name {
             "--endpoint" | "-e" => o.endpoint = Some(value()?),
             "--json" => o.json = true,
+            "--var" => o.var = true,
             "--timeout" => {
                 let v = value()?;
                 let secs: f64 = v
@@ -125,6 +133,12 @@ fn parse(args: &[String]) -> Result<Opts, CliError> {
             }
             "--key" | "-k" => o.key = Some(PathBuf::from(value()?)),
             "--envelope" => o.envelope = Some(PathBuf::from(value()?)),
+            "--try" => {
+                let v = value()?;
+                o.try_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    CliError::Usage(format!("--try {v:?} is not a duration such as 60s, 5m or 90000ms"))
+                })?);
+            }
             "--out" | "-o" => o.out = Some(PathBuf::from(value()?)),
             "-n" | "--tail" => {
                 let v = value()?;
@@ -192,7 +206,11 @@ fn dispatch(mut o: Opts, env_endpoint: Option<String>, out: &mut dyn Write) -> R
                 }
             };
             let mut client = connect(&o, env_endpoint)?;
-            let resp = client.call("apply", obj(json!({"envelope": envelope.to_json()})))?;
+            let mut fields = obj(json!({"envelope": envelope.to_json()}));
+            if let Some(ms) = o.try_ms {
+                fields.insert("try_ms".into(), json!(ms));
+            }
+            let resp = client.call("apply", fields)?;
             respond(&o, resp, out, render::applied)
         }
         "status" => {
@@ -226,20 +244,48 @@ fn dispatch(mut o: Opts, env_endpoint: Option<String>, out: &mut dyn Write) -> R
             let tail = o.tail.unwrap_or(basalt_common::proto::DEFAULT_TAIL);
             follow_logs(&mut client, &args[0], tail, o.follow, o.json, out, None)
         }
-        "reboot" | "poweroff" => {
+        "reboot" | "poweroff" | "confirm" => {
             want_args(0, "no arguments besides --key KEY")?;
-            let kind = if command == "reboot" {
-                CommandKind::Reboot
-            } else {
-                CommandKind::Poweroff
+            let kind = match command.as_str() {
+                "reboot" => CommandKind::Reboot,
+                "poweroff" => CommandKind::Poweroff,
+                _ => CommandKind::Confirm,
             };
             let key = load_key(key_path(&o)?)?;
             let mut client = connect(&o, env_endpoint)?;
             let resp = signed_command(&mut client, &key, kind)?;
             respond(&o, resp, out, render::command)
         }
+        "reset" => {
+            if !(o.var && args.is_empty()) {
+                return Err(CliError::Usage(
+                    "reset takes --var --key KEY (/var is what it empties)".into(),
+                ));
+            }
+            let key = load_key(key_path(&o)?)?;
+            let mut client = connect(&o, env_endpoint)?;
+            let resp = signed_command(&mut client, &key, CommandKind::ResetVar)?;
+            respond(&o, resp, out, render::command)
+        }
         other => Err(CliError::Usage(format!("unknown command {other:?}"))),
     }
+}
+
+/// `60s`, `5m`, `1h`, `1500ms`, or a bare number of seconds.
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(per)
 }
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -448,4 +494,27 @@ fn print_logs(json: bool, resp: Response, out: &mut dyn Write) -> Result<u64, Cl
         let _ = out.flush();
     }
     Ok(cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_durations() {
+        let cases = [
+            ("60s", Some(60_000)),
+            ("5m", Some(300_000)),
+            ("1h", Some(3_600_000)),
+            ("1500ms", Some(1_500)),
+            ("90", Some(90_000)),
+            ("", None),
+            ("1d", None),
+            ("-5s", None),
+            ("99999999999999999999h", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration_ms(text), want, "{text}");
+        }
+    }
 }

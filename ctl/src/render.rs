@@ -146,10 +146,30 @@ pub fn applied(r: &Value) -> String {
         names(&svc, "restarted"),
         names(&svc, "stopped"),
         names(&svc, "unchanged"),
-    )
+    ) + &trial(r)
+}
+
+/// The trial line of an apply made with --try.
+fn trial(r: &Value) -> String {
+    match r.get("trial").filter(|t| !t.is_null()) {
+        None => String::new(),
+        Some(t) => {
+            let back = match t.get("back_to").and_then(Value::as_u64) {
+                Some(g) => format!("generation {g}"),
+                None => "maintenance mode".into(),
+            };
+            format!(
+                "  ON TRIAL: nothing persisted; back to {back} in {:.0} s unless `basaltctl confirm`\n",
+                t.get("reverts_in_ms").and_then(Value::as_f64).unwrap_or(0.0) / 1000.0
+            )
+        }
+    }
 }
 
 pub fn command(r: &Value) -> String {
+    if let Some(g) = r.get("confirmed") {
+        return format!("generation {g} confirmed: persisted, no longer on trial\n");
+    }
     format!(
         "{} accepted; stopping services in reverse order ({}), then the node goes down\n",
         s(r, "accepted"),

@@ -98,18 +98,22 @@ fn check_payload(payload: &[u8]) {
             panic!("parse_config made a node-dependent decision: {e}")
         }
     }
-    for kind in [CommandKind::Reboot, CommandKind::Poweroff] {
+    let kinds = [
+        CommandKind::Reboot,
+        CommandKind::Poweroff,
+        CommandKind::Confirm,
+        CommandKind::ResetVar,
+    ];
+    for kind in kinds {
         if let Ok(cmd) = Command::parse(payload, kind) {
             assert_eq!(cmd.kind, kind);
             assert_eq!(Command::parse(&cmd.to_payload(), kind).as_ref(), Ok(&cmd));
-            let other = match kind {
-                CommandKind::Reboot => CommandKind::Poweroff,
-                CommandKind::Poweroff => CommandKind::Reboot,
-            };
-            assert!(matches!(
-                Command::parse(payload, other),
-                Err(CommandError::WrongKind { .. })
-            ));
+            for other in kinds.into_iter().filter(|&k| k != kind) {
+                assert!(matches!(
+                    Command::parse(payload, other),
+                    Err(CommandError::WrongKind { .. })
+                ));
+            }
             assert!(config::parse_config(payload).is_err());
         }
     }

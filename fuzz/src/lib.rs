@@ -100,7 +100,16 @@ pub fn request_line(req: &Request) -> Vec<u8> {
                 None => fields.insert("tail".into(), json!(tail)),
             };
         }
-        Op::Apply { envelope } | Op::Reboot { envelope } | Op::Poweroff { envelope } => {
+        Op::Apply { envelope, try_ms } => {
+            fields.insert("envelope".into(), envelope.to_json());
+            if let Some(ms) = try_ms {
+                fields.insert("try_ms".into(), json!(ms));
+            }
+        }
+        Op::Confirm { envelope }
+        | Op::Reboot { envelope }
+        | Op::Poweroff { envelope }
+        | Op::ResetVar { envelope } => {
             fields.insert("envelope".into(), envelope.to_json());
         }
     }
@@ -176,7 +185,7 @@ pub fn render_cmdline(params: &[Param]) -> String {
 
 /// A command line that basalt-init parses to `p`, every key spelled out.
 pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
-    use basalt_init::boot_params::ImageSource;
+    use basalt_init::boot_params::{ImageSource, VarSource};
     let image = match &p.image {
         ImageSource::Initramfs => "initramfs".to_string(),
         ImageSource::Device(dev) => dev.clone(),
@@ -198,6 +207,12 @@ pub fn render_init_params(p: &basalt_init::boot_params::BootParams) -> String {
     ];
     if let Some(agent) = &p.agent {
         words.push(format!("basalt.agent={agent}"));
+    }
+    // The default (look for VAR) has no spelling of its own: it is the key's absence.
+    match &p.var {
+        VarSource::Default => {}
+        VarSource::Tmpfs => words.push("basalt.var=tmpfs".into()),
+        VarSource::PartLabel(label) => words.push(format!("basalt.var=partlabel:{label}")),
     }
     let words: Vec<String> = words.iter().map(|w| cmdline_word(w)).collect();
     words.join(" ")

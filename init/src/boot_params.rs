@@ -20,6 +20,20 @@ pub enum ImageSource {
     PartLabel(String),
 }
 
+/// `basalt.var=`: what /var is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarSource {
+    /// No key: the partition labelled `VAR` if there is one, else a tmpfs.
+    Default,
+    /// `partlabel:NAME`: that partition (ext4), or the boot stops.
+    PartLabel(String),
+    /// `tmpfs`: in RAM, whatever partitions there are.
+    Tmpfs,
+}
+
+/// The label `basalt.var` looks for when the command line names none.
+pub const DEFAULT_VAR_LABEL: &str = "VAR";
+
 /// `basalt.root=`: where a root slot's blocks are read from once verity is
 /// set up over them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +119,7 @@ pub struct BootParams {
     pub image_wait: Duration,
     pub root: RootMode,
     pub verify: Verify,
+    pub var: VarSource,
     /// `basalt.agent=`: overrides the manifest's handoff program.
     pub agent: Option<String>,
     pub lockdown: Lockdown,
@@ -127,6 +142,7 @@ impl Default for BootParams {
             image_wait: Duration::from_secs(10),
             root: RootMode::Ram,
             verify: Verify::Verity,
+            var: VarSource::Default,
             agent: None,
             lockdown: Lockdown::Integrity,
             on_error: OnError::Reboot,
@@ -199,6 +215,15 @@ pub fn parse(line: &str) -> Result<BootParams, CmdlineError> {
                     "verity" => Verify::Verity,
                     "full" => Verify::Full,
                     _ => return Err(err("verity or full")),
+                }
+            }
+            "var" => {
+                p.var = match value {
+                    "tmpfs" => VarSource::Tmpfs,
+                    v if v.strip_prefix("partlabel:").is_some_and(valid_partlabel) => {
+                        VarSource::PartLabel(v["partlabel:".len()..].into())
+                    }
+                    _ => return Err(err("partlabel:NAME (1-36 of A-Z a-z 0-9 . _ -) or tmpfs")),
                 }
             }
             "image_wait" => p.image_wait = seconds(value).ok_or_else(|| err("seconds, 0 to 600"))?,
@@ -334,6 +359,12 @@ mod tests {
             (p.image, p.root, p.verify),
             (ImageSource::PartLabel("ROOT-B".into()), RootMode::Disk, Verify::Full)
         );
+        assert_eq!(parse("").unwrap().var, VarSource::Default);
+        assert_eq!(parse("basalt.var=tmpfs").unwrap().var, VarSource::Tmpfs);
+        assert_eq!(
+            parse("basalt.var=partlabel:VAR").unwrap().var,
+            VarSource::PartLabel("VAR".into())
+        );
         let p = parse("basalt.image=partlabel:a.b_c-1 basalt.root=ram basalt.verify=verity").unwrap();
         assert_eq!(
             (p.image, p.root, p.verify),
@@ -361,6 +392,15 @@ mod tests {
             ("basalt.image=partlabel:ROOT/A", "basalt.image=\"partlabel:ROOT/A\""),
             ("basalt.image=\"partlabel:ROOT A\"", "basalt.image=\"partlabel:ROOT A\""),
             ("basalt.root=usb", "basalt.root=\"usb\": expected ram or disk"),
+            (
+                "basalt.var=/dev/vdb",
+                "basalt.var=\"/dev/vdb\": expected partlabel:NAME (1-36 of A-Z a-z 0-9 . _ -) or tmpfs",
+            ),
+            (
+                "basalt.var=partlabel:",
+                "basalt.var=\"partlabel:\": expected partlabel:NAME",
+            ),
+            ("basalt.var", "basalt.var=\"\": expected partlabel:NAME"),
             ("basalt.root", "basalt.root=\"\": expected ram or disk"),
             ("basalt.verify=none", "basalt.verify=\"none\": expected verity or full"),
             (

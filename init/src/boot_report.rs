@@ -6,6 +6,7 @@
 use crate::harden::SysctlReport;
 use crate::modules::LoadOutcome;
 use crate::switchroot::Removed;
+use crate::var::VarMounted;
 use basalt_common::hex;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub struct BootFacts<'a> {
     /// The device the root is mounted from (the loop device, or /dev/dm-N).
     pub root_device: &'a str,
     pub verity: Option<VerityFacts<'a>>,
+    pub var: &'a VarMounted,
     pub modules: &'a [(String, LoadOutcome)],
     pub lockdown: &'a str,
     pub sysctls: &'a SysctlReport,
@@ -107,6 +109,13 @@ pub fn build(f: &BootFacts) -> Value {
                 "copied_bytes": v.copied_bytes,
                 "hashed_up_front": v.hashed_up_front,
             })),
+        },
+        "var": {
+            "fstype": f.var.fstype,
+            "source": f.var.source,
+            "device": f.var.device,
+            "chosen_by": f.var.chosen_by,
+            "note": f.var.note,
         },
         "modules": modules,
         "lockdown": f.lockdown,
@@ -185,6 +194,13 @@ mod tests {
                 copied_bytes: 8192,
                 hashed_up_front: false,
             }),
+            var: &VarMounted {
+                fstype: "ext4",
+                source: "partlabel:VAR".into(),
+                device: Some("/dev/vdb5".into()),
+                chosen_by: "default",
+                note: "partition VAR (/dev/vdb5)".into(),
+            },
             modules: &modules,
             lockdown: "integrity",
             sysctls: &sysctls,
@@ -207,5 +223,8 @@ mod tests {
         assert_eq!(r["image"]["verity"]["partition"], "ROOT-A");
         assert_eq!(r["image"]["verity"]["root_hash"], "cd".repeat(32));
         assert_eq!(r["image"]["device"], "/dev/dm-0");
+        assert_eq!(r["var"]["fstype"], "ext4");
+        assert_eq!(r["var"]["device"], "/dev/vdb5");
+        assert_eq!(r["var"]["chosen_by"], "default");
     }
 }

@@ -24,4 +24,5 @@ pub mod supervise;
 pub mod switchroot;
 mod sys;
 pub mod uptime;
+pub mod var;
 pub mod verity;

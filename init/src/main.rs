@@ -8,9 +8,10 @@ use basalt_init::boot_params::ImageSource;
 use basalt_init::root::MountedRoot;
 use basalt_init::{
     boot::Boot, boot_params, boot_report, console, harden, image, log, loopdev, modules, mounts, supervise, switchroot,
-    uptime, verity,
+    uptime, var, verity,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
 /// Where the verified root is mounted before it becomes `/`.
 const NEWROOT: &str = "/newroot";
@@ -64,7 +65,9 @@ fn boot_node(boot: &mut Boot) -> ! {
         manifest.image.size,
         manifest.modules.len()
     );
-    let loaded = boot.step("modules", || modules::load_all("/", &manifest.modules));
+    // ext4's modules wait for a VAR partition (var.rs).
+    let (boot_modules, var_modules) = var::split_modules(&manifest.modules);
+    let mut loaded = boot.step("modules", || modules::load_all("/", &boot_modules));
 
     // d, e. The root, checked and mounted read-only at NEWROOT.
     let root = match &params.image {
@@ -77,6 +80,16 @@ fn boot_node(boot: &mut Boot) -> ! {
             });
             let root = boot.step("mount-root", || {
                 verity::mount_root(NEWROOT, &slot, &manifest.image, params.root, params.verify)
+            });
+            // A block refused from here on is fatal as well (watch.rs).
+            let (on_error, delay) = (boot.on_error, boot.error_delay);
+            boot.step("verity-watch", || {
+                let watched = verity::watch::Watched {
+                    label: slot.partition.label.clone(),
+                    node: slot.partition.node.clone(),
+                    devname: format!("dm-{}", root.mapped.minor),
+                };
+                verity::watch::spawn(watched, on_error, delay)
             });
             MountedRoot::Slot { slot, root }
         }
@@ -91,13 +104,28 @@ fn boot_node(boot: &mut Boot) -> ! {
         }
     };
 
-    // f. The writable tmpfs mounts.
+    // f. The writable mounts: /tmp, then /var (the VAR partition or a tmpfs).
     boot.step("mount-writable", || {
         mounts::mount_all(
             &mut mounts::RealMounts,
-            &mounts::writable_mounts(NEWROOT, &params.tmp_size, &params.var_size),
+            &mounts::writable_mounts(NEWROOT, &params.tmp_size),
         )
     });
+    let var = boot.step("find-var", || {
+        var::choose(
+            &params.var,
+            Path::new("/sys/class/block"),
+            Path::new("/dev"),
+            params.image_wait,
+        )
+    });
+    if matches!(var, var::VarChoice::Partition { .. }) {
+        loaded.extend(boot.step("var-modules", || modules::load_all("/", &var_modules)));
+    }
+    let var = boot.step("mount-var", || {
+        var::mount(&mut mounts::RealMounts, NEWROOT, var, &params.var_size)
+    });
+    ::log::info!("var: {} on /var (nosuid,nodev): {}", var.fstype, var.note);
 
     // g. Switch root.
     let removed = boot.step("switch-root", || {
@@ -139,6 +167,7 @@ fn boot_node(boot: &mut Boot) -> ! {
         loop_device: root.loop_device(),
         root_device: root.device(),
         verity: root.verity(),
+        var: &var,
         modules: &loaded,
         lockdown: &lockdown,
         sysctls: &sysctls,

@@ -75,25 +75,42 @@ pub fn early_mounts(run_size: &str) -> Vec<MountSpec> {
         .collect()
 }
 
-/// The writable tmpfs mounts in the new root. /var stays exec-able: container
-/// runtimes unpack and run images from /var/lib.
-pub fn writable_mounts(newroot: &str, tmp_size: &str, var_size: &str) -> Vec<MountSpec> {
-    vec![
-        MountSpec {
-            source: "tmpfs".into(),
-            target: format!("{newroot}/tmp"),
-            fstype: "tmpfs",
-            flags: NOSUID_NODEV_NOEXEC,
-            data: format!("mode=1777,size={tmp_size}"),
-        },
-        MountSpec {
-            source: "tmpfs".into(),
-            target: format!("{newroot}/var"),
-            fstype: "tmpfs",
-            flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
-            data: format!("mode=0755,size={var_size}"),
-        },
-    ]
+/// The writable tmpfs mounts in the new root, but /var (var.rs decides
+/// what /var is: [`var_tmpfs`] or [`var_ext4`]).
+pub fn writable_mounts(newroot: &str, tmp_size: &str) -> Vec<MountSpec> {
+    vec![MountSpec {
+        source: "tmpfs".into(),
+        target: format!("{newroot}/tmp"),
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: format!("mode=1777,size={tmp_size}"),
+    }]
+}
+
+/// /var stays exec-able: container runtimes unpack and run images from
+/// /var/lib. No setuid, no device nodes, whichever filesystem it is.
+const VAR_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
+/// /var in RAM: gone at the next boot.
+pub fn var_tmpfs(newroot: &str, size: &str) -> MountSpec {
+    MountSpec {
+        source: "tmpfs".into(),
+        target: format!("{newroot}/var"),
+        fstype: "tmpfs",
+        flags: VAR_FLAGS,
+        data: format!("mode=0755,size={size}"),
+    }
+}
+
+/// /var on the VAR partition.
+pub fn var_ext4(newroot: &str, device: &str) -> MountSpec {
+    MountSpec {
+        source: device.into(),
+        target: format!("{newroot}/var"),
+        fstype: "ext4",
+        flags: VAR_FLAGS,
+        data: String::new(),
+    }
 }
 
 /// The root image's mount: read-only, no setuid, no device nodes.
@@ -241,7 +258,8 @@ mod tests {
     fn flags_follow_talos() {
         let all: Vec<MountSpec> = early_mounts("1%")
             .into_iter()
-            .chain(writable_mounts("/r", "1m", "1m"))
+            .chain(writable_mounts("/r", "1m"))
+            .chain([var_tmpfs("/r", "1m"), var_ext4("/r", "/dev/vdb5")])
             .collect();
         for m in &all {
             assert!(m.flags.contains(MsFlags::MS_NOSUID), "{} must be nosuid", m.target);
@@ -264,11 +282,17 @@ mod tests {
 
     #[test]
     fn writable_sizes_are_substituted() {
-        let m = writable_mounts("/newroot", "64m", "50%");
+        let m = writable_mounts("/newroot", "64m");
         assert_eq!(m[0].target, "/newroot/tmp");
         assert_eq!(m[0].data, "mode=1777,size=64m");
-        assert_eq!(m[1].target, "/newroot/var");
-        assert_eq!(m[1].data, "mode=0755,size=50%");
+        let var = var_tmpfs("/newroot", "50%");
+        assert_eq!(var.target, "/newroot/var");
+        assert_eq!(var.data, "mode=0755,size=50%");
+        let var = var_ext4("/newroot", "/dev/vdb5");
+        assert_eq!(
+            (var.source.as_str(), var.fstype, var.data.as_str()),
+            ("/dev/vdb5", "ext4", "")
+        );
     }
 
     #[test]

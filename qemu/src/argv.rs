@@ -64,8 +64,10 @@ pub fn qemu_args(cfg: &VmConfig, plan: &LaunchPlan) -> Vec<OsString> {
     args.pair("-display", "none")
         .pair("-monitor", "none")
         .pair("-nic", "none");
-    // A guest poweroff or reboot ends QEMU.
-    args.flag("-no-reboot");
+    // A guest poweroff ends QEMU; so does a reboot, unless asked otherwise.
+    if cfg.exit_on_reboot {
+        args.flag("-no-reboot");
+    }
 
     // ttyS0: the console on QEMU's stdio. `signal=on` lets Ctrl-C at an
     // interactive terminal stop QEMU; a captured console has no terminal.
@@ -270,6 +272,22 @@ mod tests {
                      -drive if=pflash,format=raw,file=/w/vars {COMMON} \
                      -chardev stdio,id=con,signal=off -serial chardev:con \
                      -drive file=/b/disk.img,format=raw,if=virtio"
+                ),
+            ),
+            (
+                "uefi, the guest reboots in the same VM",
+                VmConfig::uefi("/b/disk.img").stay_on_reboot(),
+                LaunchPlan {
+                    uefi_vars: Some(PathBuf::from("/w/vars")),
+                    ..plan(Accelerator::Tcg, false, false)
+                },
+                format!(
+                    "-machine q35 -accel tcg -cpu max -smp 1 -m 512M \
+                     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+                     -drive if=pflash,format=raw,file=/w/vars {} \
+                     -chardev stdio,id=con,signal=off -serial chardev:con \
+                     -drive file=/b/disk.img,format=raw,if=virtio,snapshot=on",
+                    COMMON.trim_end_matches(" -no-reboot")
                 ),
             ),
         ];

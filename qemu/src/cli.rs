@@ -10,12 +10,14 @@ pub const USAGE: &str = "\
 usage: basalt-qemu --kernel FILE [--initrd FILE] [--append PARAMS]... [--mem MIB] [--cpus N]
                    [--accel auto|kvm|tcg] [--console-log FILE] [--prov-socket PATH]
                    [--vsock-cid CID] [--work-dir DIR] [--disk FILE]... [--uuid UUID]
-       basalt-qemu [--ovmf] --disk FILE [--disk FILE]... [--writable] [options as above]
+       basalt-qemu [--ovmf] --disk FILE [--disk FILE]... [--writable] [--stay-on-reboot] [options as above]
 
 Boots the kernel in the foreground with the console (ttyS0) on this terminal
 and exits with QEMU's status. Without --kernel (or with --ovmf), OVMF boots
 the first --disk (a GPT image, e.g. build/disk.img) with the command line of
-its UKI; the guest's writes to it are discarded unless --writable. --prov-socket puts the guest's ttyS1 on a unix
+its UKI; the guest's writes to it are discarded unless --writable. QEMU exits
+when the guest powers off or reboots; with --stay-on-reboot a reboot restarts
+the guest in the same VM (a panic too, so it may loop). --prov-socket puts the guest's ttyS1 on a unix
 socket; --vsock-cid starts vhost-device-vsock with its sockets in --work-dir
 (default: a temp dir). --uuid sets the SMBIOS system UUID the guest sees
 (default: random). BASALT_ACCEL=auto|kvm|tcg overrides --accel.";
@@ -37,6 +39,7 @@ pub struct Cli {
     /// Boot the first disk under OVMF.
     pub ovmf: bool,
     pub writable: bool,
+    pub stay_on_reboot: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -121,6 +124,10 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Us
                 cli.writable = true;
                 continue;
             }
+            ("--stay-on-reboot", None) => {
+                cli.stay_on_reboot = true;
+                continue;
+            }
             _ => {}
         }
         let Some(&flag) = FLAGS.iter().find(|&&f| f == name) else {
@@ -202,6 +209,7 @@ pub fn to_config(mut cli: Cli) -> VmConfig {
     cfg.work_dir = cli.work_dir;
     cfg.disks = cli.disks;
     cfg.uuid = cli.uuid;
+    cfg.exit_on_reboot = !cli.stay_on_reboot;
     cfg
 }
 
@@ -230,6 +238,7 @@ mod tests {
             uuid: Some("u".into()),
             ovmf: false,
             writable: false,
+            stay_on_reboot: false,
         };
         let cases: Vec<(Vec<&str>, Result<Parsed, UsageError>)> = vec![
             (
@@ -292,6 +301,15 @@ mod tests {
                     disks: vec!["d.img".into()],
                     ovmf: true,
                     writable: true,
+                    ..Cli::default()
+                }))),
+            ),
+            (
+                vec!["--disk", "d.img", "--stay-on-reboot"],
+                Ok(Parsed::Run(Box::new(Cli {
+                    disks: vec!["d.img".into()],
+                    ovmf: true,
+                    stay_on_reboot: true,
                     ..Cli::default()
                 }))),
             ),
@@ -370,6 +388,7 @@ mod tests {
         assert_eq!(cfg.console, Console::Stdio);
         assert_eq!(cfg.accel, Accel::Auto);
         assert_eq!(cfg.uefi, None);
+        assert!(cfg.exit_on_reboot);
 
         let Ok(Parsed::Run(cli)) = parse(&["--disk", "boot.img", "--disk", "extra.img"]) else {
             panic!("should parse");
@@ -378,6 +397,7 @@ mod tests {
         let uefi = cfg.uefi.clone().unwrap();
         assert_eq!(uefi.disk, PathBuf::from("boot.img"));
         assert!(!uefi.writable);
+        assert!(cfg.exit_on_reboot);
         assert_eq!(uefi.code, PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd"));
         assert_eq!(cfg.disks, vec![PathBuf::from("extra.img")]);
     }

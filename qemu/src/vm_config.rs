@@ -81,6 +81,11 @@ pub struct VmConfig {
     pub writable_disks: Vec<PathBuf>,
     /// `Some`: boot this disk under OVMF instead of `kernel`.
     pub uefi: Option<UefiBoot>,
+    /// true (the default): a guest reboot ends QEMU (`-no-reboot`), as a
+    /// guest poweroff does, so a panicking guest (`panic=-1`) ends the run.
+    /// false: the guest reboots in the same VM (firmware, disks, sockets
+    /// and vsock kept), and a panic reboots it too, over and over.
+    pub exit_on_reboot: bool,
     /// SMBIOS system UUID (`-uuid`): the node identity basalt-agent reports
     /// when `basalt.node=` is not given. `None`: `Vm::start` picks a random
     /// one, as a cloud gives every instance its own.
@@ -119,6 +124,7 @@ impl VmConfig {
             disks: Vec::new(),
             writable_disks: Vec::new(),
             uefi: None,
+            exit_on_reboot: true,
             uuid: None,
             work_dir: None,
             accel_cache: std::env::var_os("BASALT_BUILD").map(|dir| Path::new(&dir).join("qemu-accel")),
@@ -201,6 +207,12 @@ impl VmConfig {
 
     pub fn writable_disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.writable_disks.push(path.into());
+        self
+    }
+
+    /// A guest reboot restarts the guest in this VM instead of ending QEMU.
+    pub fn stay_on_reboot(mut self) -> Self {
+        self.exit_on_reboot = false;
         self
     }
 

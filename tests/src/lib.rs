@@ -11,6 +11,7 @@ pub mod node;
 pub mod robustness;
 
 use basalt_common::keys::SigningKey;
+use basalt_mkimage::disk::{DiskReport, DiskSpec};
 use basalt_mkimage::{pack_initramfs_file, BuildReport, BuildSpec, Compression, Content, InitramfsParts, RootSource};
 use basalt_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
@@ -193,6 +194,57 @@ pub fn build_image(build: &Build, rootfs: &Path, out_dir: &Path, opts: &ImageOpt
         initramfs: spec.out,
         squashfs: out_dir.join("root.sqsh"),
         report,
+    }
+}
+
+/// Root slots of test disks: the test image and its tree need about 4 MiB.
+pub const TEST_SLOT_SIZE: u64 = 32 << 20;
+
+/// A GPT disk built as `basalt-mkimage disk` builds `build/disk.img` (ESP
+/// with systemd-boot and the ROOT-A UKI, ROOT-A, an empty ROOT-B, STATE),
+/// from `rootfs`, with the build's kernel and image key, into `out`.
+/// `append` goes on the UKI's command line (after its own `basalt.root=ram`).
+pub struct TestDisk {
+    pub path: PathBuf,
+    pub report: DiskReport,
+}
+
+pub fn build_disk(build: &Build, rootfs: &Path, out: &Path, append: &str) -> TestDisk {
+    let spec = DiskSpec {
+        init: build.path("bin/basalt-init"),
+        root: RootSource::Rootfs(rootfs.to_path_buf()),
+        modules_dir: build.modules_dir(),
+        kconfig: build.kconfig(),
+        fragment: Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-config/basalt.config"),
+        kernel: build.kernel(),
+        stub: basalt_mkimage::uki::DEFAULT_STUB.into(),
+        loader: basalt_mkimage::esp::DEFAULT_LOADER.into(),
+        version: "test".into(),
+        handoff: basalt_common::manifest::DEFAULT_HANDOFF.into(),
+        slot_size: TEST_SLOT_SIZE,
+        esp_size: basalt_mkimage::disk::DEFAULT_ESP_SIZE,
+        state_size: basalt_mkimage::disk::DEFAULT_STATE_SIZE,
+        salt: None,
+        fill_b: false,
+        append: Some(append.to_string()).filter(|a| !a.trim().is_empty()),
+        parts_dir: None,
+        out: out.to_path_buf(),
+        source_date_epoch: None,
+    };
+    let report = basalt_mkimage::disk::build_disk(&spec, &build.image_key())
+        .unwrap_or_else(|e| panic!("build disk {}: {e}", out.display()));
+    TestDisk { path: spec.out, report }
+}
+
+impl TestDisk {
+    /// Where partition `label` starts on the disk, in bytes.
+    pub fn partition_offset(&self, label: &str) -> u64 {
+        let (_, p) = self
+            .report
+            .gpt
+            .find(label)
+            .unwrap_or_else(|| panic!("{}: no partition {label}", self.path.display()));
+        p.offset_bytes()
     }
 }
 

@@ -4,9 +4,11 @@
 //! and count them from inside the guest.
 
 use crate::*;
+use basalt_common::command::{Command, CommandKind};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::Response;
+use basalt_qemu::VmConfig;
 use basaltctl::client::Client;
 use basaltctl::endpoint::Endpoint;
 use serde_json::{json, Map, Value};
@@ -44,20 +46,33 @@ impl Node {
         let scratch = Scratch::new(name);
         let rootfs = test_rootfs(build, &scratch);
         let image = build_image(build, &rootfs, &scratch.0, &ImageOptions::default());
+        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
+        Node::boot_image(build, name, &image.initramfs, &cmdline, scratch, more)
+    }
+
+    /// Boots the caller's initramfs (a root slot's, say) with its whole
+    /// command line; `scratch` lives as long as the node.
+    pub fn boot_image(
+        build: &Build,
+        name: &str,
+        initramfs: &std::path::Path,
+        cmdline: &str,
+        scratch: Scratch,
+        more: &dyn Fn(VmConfig) -> VmConfig,
+    ) -> Node {
         let id = format!(
             "{:08x}-0000-4000-8000-{:012x}",
             std::process::id(),
             name.len() as u64 * 7919
         );
-        let cmdline = format!("{AGENT_CMDLINE} {extra_cmdline}");
-        let vm = Node::start_vm(build, name, &image.initramfs, &cmdline, &scratch, &id, more);
+        let vm = Node::start_vm(build, name, initramfs, cmdline, &scratch, &id, more);
         Node {
             vm,
             id,
             key: key_from(&build.path("keys/config.key")),
             name: name.into(),
-            initramfs: image.initramfs.clone(),
-            cmdline,
+            initramfs: initramfs.to_path_buf(),
+            cmdline: cmdline.into(),
             boots: 1,
             _scratch: scratch,
         }
@@ -95,6 +110,32 @@ impl Node {
             &self.id,
             more,
         );
+    }
+
+    /// The request fields of a signed command of `kind`, bound to this
+    /// node and `nonce`, and the envelope itself.
+    pub fn command_envelope(&self, kind: CommandKind, nonce: &str) -> (SignedEnvelope, Map<String, Value>) {
+        let cmd = Command {
+            kind,
+            node: self.id.clone(),
+            nonce: nonce.to_string(),
+        };
+        let envelope = SignedEnvelope::sign(&self.key, cmd.to_payload());
+        let mut fields = Map::new();
+        fields.insert("envelope".into(), envelope.to_json());
+        (envelope, fields)
+    }
+
+    /// Fetches a nonce over vsock and sends the signed `kind` on the same
+    /// connection, as basaltctl does.
+    pub fn signed(&self, kind: CommandKind) -> Response {
+        let mut vsock = self.vsock();
+        let nonce = ok(&self.vm, call(&mut vsock, "status", Map::new()))["nonce"]
+            .as_str()
+            .expect("status carries a nonce")
+            .to_string();
+        let (_, fields) = self.command_envelope(kind, &nonce);
+        call(&mut vsock, kind.as_str(), fields)
     }
 
     /// A client on the serial line. QEMU's chardev socket serves one client
@@ -242,6 +283,31 @@ impl Node {
             hwm: field("hwm_kib"),
             anon: field("anon_kib"),
             file: field("file_kib"),
+        }
+    }
+}
+
+impl Node {
+    /// Boots `cfg`, a disk under OVMF ([`VmConfig::uefi`], the UKI's own
+    /// command line), as node `id` with a provisioning socket and vsock,
+    /// and waits for the agent. Such a node reboots in place
+    /// ([`VmConfig::stay_on_reboot`]); [`boot_again`](Self::boot_again)
+    /// boots `Node::boot`'s kernel and initramfs, which it has not.
+    pub fn boot_uefi(build: &Build, name: &str, cfg: VmConfig, id: &str) -> Node {
+        assert!(cfg.uefi.is_some(), "{name}: boot_uefi boots a VmConfig::uefi disk");
+        let scratch = Scratch::new(name);
+        let cfg = cfg.prov_socket(scratch.path("prov.sock")).vsock(4).uuid(id);
+        let vm = TestVm::boot(build, name, cfg);
+        vm.expect("basalt-agent: ready", BOOT_TIMEOUT);
+        Node {
+            vm,
+            id: id.to_string(),
+            key: key_from(&build.path("keys/config.key")),
+            name: name.into(),
+            initramfs: std::path::PathBuf::new(),
+            cmdline: String::new(),
+            boots: 1,
+            _scratch: scratch,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! kind of bad input refused without changing anything, supervision through
 //! crashes of kubelet and of the agent itself, and signed shutdowns.
 
-use basalt_common::command::{Command, CommandKind};
+use basalt_common::command::CommandKind;
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::Response;
@@ -31,19 +31,6 @@ fn raw_line_error(client: &mut Client, bytes: &[u8]) -> (String, String) {
         .read_line("error response", Instant::now() + Duration::from_secs(30), &mut skipped)
         .unwrap();
     err_code(&basalt_common::proto::parse_response(&line).unwrap())
-}
-
-fn signed_command(node: &Node, client: &mut Client, kind: CommandKind, nonce: &str) -> (SignedEnvelope, Response) {
-    let cmd = Command {
-        kind,
-        node: node.id.clone(),
-        nonce: nonce.to_string(),
-    };
-    let envelope = SignedEnvelope::sign(&node.key, cmd.to_payload());
-    let mut fields = Map::new();
-    fields.insert("envelope".into(), envelope.to_json());
-    let r = call(client, kind.as_str(), fields);
-    (envelope, r)
 }
 
 #[test]
@@ -103,7 +90,10 @@ fn apply_over_serial_then_vsock_and_signed_poweroff() {
         .as_str()
         .unwrap()
         .to_string();
-    let (_, r) = signed_command(&node, &mut vsock, CommandKind::Poweroff, &nonce);
+    let (_, r) = {
+        let (e, f) = node.command_envelope(CommandKind::Poweroff, &nonce);
+        (e, call(&mut vsock, CommandKind::Poweroff.as_str(), f))
+    };
     ok(&node.vm, r);
     let status = node.vm.expect_exit(WAIT);
     assert!(status.success(), "QEMU exit {status:?}");
@@ -204,16 +194,17 @@ fn bad_input_is_refused_with_its_own_code_and_changes_nothing() {
         f
     }));
     assert_eq!(code, "wrong_kind");
-    let (_, r) = signed_command(
-        &node,
-        &mut serial,
-        CommandKind::Reboot,
-        "00112233445566778899aabbccddeeff",
-    );
+    let (_, r) = {
+        let (e, f) = node.command_envelope(CommandKind::Reboot, "00112233445566778899aabbccddeeff");
+        (e, call(&mut serial, CommandKind::Reboot.as_str(), f))
+    };
     let (code, _) = err_code(&r);
     assert_eq!(code, "bad_nonce", "a nonce this agent never issued");
     let nonce = node.status()["nonce"].as_str().unwrap().to_string();
-    let (envelope, r) = signed_command(&node, &mut serial, CommandKind::Reboot, &nonce);
+    let (envelope, r) = {
+        let (e, f) = node.command_envelope(CommandKind::Reboot, &nonce);
+        (e, call(&mut serial, CommandKind::Reboot.as_str(), f))
+    };
     ok(&node.vm, r);
     // The node is going down; a replay of the same envelope must not be
     // accepted by whatever still answers. (It usually finds nobody.)

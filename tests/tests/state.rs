@@ -3,8 +3,7 @@
 //! Reboots are real (the guest reboots, QEMU exits, the same disk boots
 //! again); power cuts are SIGKILL to QEMU in the middle of applies.
 
-use basalt_common::command::{Command, CommandKind};
-use basalt_common::envelope::SignedEnvelope;
+use basalt_common::command::CommandKind;
 use basalt_common::state_record::{self, slot_offset};
 use basalt_tests::node::*;
 use basalt_tests::robustness::{report, seed_from_env, Profile, SplitMix64};
@@ -28,25 +27,6 @@ fn config(node: &Node, generation: u64) -> Value {
         {"path": "/var/lib/basalt-test/generation", "mode": "0644", "contents": generation.to_string()}
     ]);
     c
-}
-
-fn signed(node: &Node, kind: CommandKind) -> Response {
-    let mut vsock = node.vsock();
-    let nonce = ok(&node.vm, call(&mut vsock, "status", Map::new()))["nonce"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cmd = Command {
-        kind,
-        node: node.id.clone(),
-        nonce,
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "envelope".into(),
-        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
-    );
-    call(&mut vsock, kind.as_str(), fields)
 }
 
 use basalt_common::proto::Response;
@@ -93,7 +73,7 @@ fn a_rebooted_node_comes_back_configured() {
     kubelet_running(&node);
     let s = node.status();
     assert_eq!(s["persistence"]["device"], "/dev/vda1", "{}", s["persistence"]);
-    ok(&node.vm, signed(&node, CommandKind::Reboot));
+    ok(&node.vm, node.signed(CommandKind::Reboot));
     node.vm.expect_exit(WAIT);
 
     // Second boot: configured before anyone asks.
@@ -116,7 +96,7 @@ fn a_rebooted_node_comes_back_configured() {
     // One flipped byte in the newest record: the agent falls back to the
     // other one. (Both hold generation 2 by now: the signed reboot and
     // poweroff each wrote a record of the last shutdown.)
-    ok(&node.vm, signed(&node, CommandKind::Poweroff));
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
     node.vm.expect_exit(WAIT);
     let seqs: Vec<Option<u64>> = (0..2).map(|i| slot_seq(&disk, part, i)).collect();
     let newest = if seqs[0] > seqs[1] { 0 } else { 1 };
@@ -135,7 +115,7 @@ fn a_rebooted_node_comes_back_configured() {
     assert_eq!(s["persistence"]["in_force"]["slot"], 1 - newest);
 
     // Both records bad: maintenance mode, and status says why.
-    ok(&node.vm, signed(&node, CommandKind::Poweroff));
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
     node.vm.expect_exit(WAIT);
     // (The poweroff just wrote a fresh record over the bad one: damage both.)
     for i in 0..2 {
@@ -260,4 +240,46 @@ fn power_cuts_during_applies_lose_nothing() {
             ("wall_s", format!("{:.0}", started.elapsed().as_secs_f64())),
         ],
     );
+}
+
+/// `apply --try` in QEMU: a trial times out and the node goes back; a
+/// confirmed one is what the node boots after a reboot.
+#[test]
+fn a_trial_times_out_and_a_confirmed_one_persists() {
+    let build = Build::from_env();
+    let scratch = Scratch::new("state-try-disk");
+    let disk = scratch.path("state.img");
+    state_disk(&disk, 16);
+    let more = with_disk(disk.clone());
+    let mut node = Node::boot_with(&build, "state-try", "", &more);
+    ok(&node.vm, node.apply(&mut node.vsock(), &node.sign(&config(&node, 1))));
+    kubelet_running(&node);
+    let try_apply = |node: &Node, g: u64, ms: u64| {
+        let mut fields = Map::new();
+        fields.insert("envelope".into(), node.sign(&config(node, g)).to_json());
+        fields.insert("try_ms".into(), json!(ms));
+        call(&mut node.vsock(), "apply", fields)
+    };
+    let r = ok(&node.vm, try_apply(&node, 2, 3_000));
+    assert_eq!(r["trial"]["back_to"], 1);
+    assert_eq!(node.hands("hostname")["hostname"], "gen-2");
+    node.vm.expect(
+        "the trial of generation 2 timed out: back on the persisted generation 1",
+        WAIT,
+    );
+    let s = kubelet_running(&node);
+    assert_eq!(
+        (s["config"]["generation"].clone(), s["trial"].clone()),
+        (json!(1), Value::Null)
+    );
+    assert_eq!(node.hands("hostname")["hostname"], "gen-1");
+
+    ok(&node.vm, try_apply(&node, 2, 600_000));
+    let r = ok(&node.vm, node.signed(CommandKind::Confirm));
+    assert_eq!(r["confirmed"], 2);
+    ok(&node.vm, node.signed(CommandKind::Reboot));
+    node.vm.expect_exit(WAIT);
+    node.boot_again(&build, &more);
+    node.vm.expect("booted configured: generation 2", WAIT);
+    kubelet_running(&node);
 }

@@ -9,8 +9,7 @@
 //! kills and 20 agent kills in the long profile.
 
 use basalt_common::backoff::Backoff;
-use basalt_common::command::{Command, CommandKind};
-use basalt_common::envelope::SignedEnvelope;
+use basalt_common::command::CommandKind;
 use basalt_common::proto::Response;
 use basalt_tests::node::*;
 use basalt_tests::robustness::{report, Profile};
@@ -284,18 +283,7 @@ fn shutdown_bound(cfg: &Value) -> Duration {
 }
 
 fn signed_poweroff(node: &Node) -> Response {
-    let nonce = node.status()["nonce"].as_str().unwrap().to_string();
-    let cmd = Command {
-        kind: CommandKind::Poweroff,
-        node: node.id.clone(),
-        nonce,
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "envelope".into(),
-        SignedEnvelope::sign(&node.key, cmd.to_payload()).to_json(),
-    );
-    call(&mut node.vsock(), "poweroff", fields)
+    node.signed(CommandKind::Poweroff)
 }
 
 /// Status, or None if the agent does not answer (it exits at the end of a

@@ -4,12 +4,12 @@
 //! it through switch_root. Its first act is to log a line to /dev/kmsg, so
 //! the end of the PID1 phase is a printk timestamp on the same clock as the
 //! kernel's "Run /init as init process", the phase's start, for both inits.
-//! It then reads the kernel log back, prints what it found (formats in
-//! basalt_bench::line), and powers the VM off with reboot(2) directly, the
+//! It then reads the kernel log back, prints what it found as one JSON line
+//! (`basalt_bench::line::Outcome`), and powers the VM off with reboot(2) directly, the
 //! same way under both inits.
 #![deny(unsafe_code)]
 
-use basalt_bench::line::{self, KmsgRecord, Phase};
+use basalt_bench::line::{self, KmsgRecord, Outcome, Phase};
 use basalt_common::procfs;
 use nix::sys::reboot::{reboot, RebootMode};
 use nix::time::{clock_gettime, ClockId};
@@ -26,17 +26,13 @@ fn main() {
     let marker = format!("bench-handoff pid={}", std::process::id());
     let result = mark(&marker).and_then(|mono_us| measure(&marker, mono_us));
     let mut out = std::io::stdout().lock();
-    match result {
-        Ok(lines) => {
-            for l in lines {
-                let _ = writeln!(out, "{l}");
-            }
-            let _ = writeln!(out, "{}", line::DONE);
+    let _ = match result {
+        Ok(o) => {
+            let json = serde_json::to_string(&o).unwrap_or_default();
+            writeln!(out, "{}{json}\n{}", line::RESULT_TAG, line::DONE)
         }
-        Err(e) => {
-            let _ = writeln!(out, "{}{e}", line::ERROR_TAG);
-        }
-    }
+        Err(e) => writeln!(out, "{}{e}", line::ERROR_TAG),
+    };
     let _ = out.flush();
     drop(out);
     // The console is a serial port: let it drain before the power goes.
@@ -59,31 +55,26 @@ fn mark(marker: &str) -> Result<u64, String> {
     Ok(now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000)
 }
 
-fn measure(marker: &str, mono_us: u64) -> Result<Vec<String>, String> {
+fn measure(marker: &str, mono_us: u64) -> Result<Outcome, String> {
     let records = read_kmsg()?;
-    let ends = line::find_phase(&records, marker)?;
-    let pid = std::process::id();
+    let (run_init_us, handoff_us) = line::find_phase(&records, marker)?;
     let phase = Phase {
-        run_init_us: ends.run_init_us,
-        handoff_us: ends.handoff_us,
+        run_init_us,
+        handoff_us,
         mono_us,
-        pid,
-        pid1_hwm_kib: if pid == 1 { None } else { vm_hwm_kib("/proc/1/status") },
+        pid1_hwm_kib: if std::process::id() == 1 {
+            None
+        } else {
+            vm_hwm_kib("/proc/1/status")
+        },
     };
-    let mut lines = vec![line::format_phase(&phase)];
-    for (name, ts) in line::find_marks(&records) {
-        lines.push(line::format_mark(&name, ts));
-    }
-    match std::fs::read(BOOT_REPORT) {
-        Ok(bytes) => {
-            let report: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| format!("parse {BOOT_REPORT}: {e}"))?;
-            lines.push(format!("{}{report}", line::REPORT_TAG));
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+    let report = match std::fs::read(BOOT_REPORT) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| format!("parse {BOOT_REPORT}: {e}"))?),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(format!("read {BOOT_REPORT}: {e}")),
-    }
-    Ok(lines)
+    };
+    let marks = line::find_marks(&records);
+    Ok(Outcome { phase, marks, report })
 }
 
 /// Every record in the kernel log, oldest first: /dev/kmsg opened anew

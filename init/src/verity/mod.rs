@@ -13,6 +13,7 @@ pub mod partition;
 pub mod root;
 pub mod slot;
 pub mod table;
+pub mod watch;
 
 pub use partition::Partition;
 pub use root::{mount_root, VerityRoot};
