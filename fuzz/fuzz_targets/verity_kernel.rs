@@ -1,6 +1,7 @@
 //! What basalt-init reads back from the kernel while it sets up and watches
 //! the dm-verity root (init/src/verity/): device-mapper ioctl answers
-//! (dm.rs), kmsg records naming a corrupted block (corruption.rs) and sysfs
+//! (dm.rs), kmsg records naming a corrupted block (corruption.rs), the
+//! netlink uevents dm-verity sends for a refused block (watch.rs) and sysfs
 //! uevent files (partition.rs).
 //!
 //! The first byte picks the mode:
@@ -12,8 +13,12 @@
 //! - 2: the rest is a kmsg record or log line, for `corruption::parse_line`;
 //! - 3: `[device major u16][minor u32][kind u8][block u64][prefix_len u8]
 //!   [prefix][tail]`: the line dm-verity logs, for `parse_line`;
-//! - 4 and up: `[key_len u8][key][uevent]` for `uevent_value`, and the
-//!   first 8 bytes as a `dev_t` for `decode_dev`.
+//! - 4: `[key_len u8][key][uevent]` for `uevent_value`, and the first 8
+//!   bytes as a `dev_t` for `decode_dev`;
+//! - 5: the rest is a netlink uevent, for `watch::parse_uevent`;
+//! - 6 and up: `[kind u8][block u64][devname_len u8][devname][fields]`: the
+//!   uevent dm-verity sends, with the input's other NUL-separated fields
+//!   before it, for `parse_uevent`.
 //!
 //! Checked:
 //! - `parse_status` never panics and never returns more targets than the
@@ -25,6 +30,10 @@
 //! - a kmsg line that names a corrupted block names it again when written
 //!   back in the kernel's format; the kernel's format, behind any record
 //!   prefix, reads back to the device, kind and block it was made from;
+//! - a netlink uevent `parse_uevent` accepts is a `change` carrying a block
+//!   number of a known kind, and written back as the kernel would send it
+//!   reads back the same; the kernel's uevent, whatever other fields it
+//!   carries, reads back to the device, kind and block it was made from;
 //! - `uevent_value` finds the first `KEY=` line's value and nothing that is
 //!   not one; `decode_dev` inverts the kernel's huge_encode_dev.
 #![no_main]
@@ -36,6 +45,7 @@ use basalt_init::verity::dm::{
     DM_MAX_TYPE_NAME, TARGET_SPEC_SIZE,
 };
 use basalt_init::verity::partition::uevent_value;
+use basalt_init::verity::watch::{parse_uevent, BlockError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -47,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         1 => check_kernel_answer(&mut input),
         2 => check_line(&String::from_utf8_lossy(input.rest())),
         3 => check_kernel_line(&mut input),
-        _ => {
+        4 => {
             let rest = input.rest();
             check_dev(u64_of(&mut Input::new(rest)));
             let mut input = Input::new(rest);
@@ -55,6 +65,10 @@ fuzz_target!(|data: &[u8]| {
             let key = String::from_utf8_lossy(input.bytes(key_len)).into_owned();
             check_uevent(&String::from_utf8_lossy(input.rest()), &key);
         }
+        5 => {
+            let _ = check_netlink(input.rest());
+        }
+        _ => check_kernel_uevent(&mut input),
     }
 });
 
@@ -212,4 +226,69 @@ fn check_dev(dev: u64) {
     let encoded = (mi & 0xff) | (ma << 8) | ((mi & !0xff) << 12);
     assert_eq!(encoded, dev & 0xffff_ffff);
     assert_eq!(decode_dev(encoded), (major, minor));
+}
+
+/// A uevent as the kernel's netlink broadcast carries it.
+fn netlink(fields: &[&str]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for f in fields {
+        v.extend_from_slice(f.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+fn kind_number(kind: &str) -> &'static str {
+    match kind {
+        "data" => "0",
+        "metadata" => "1",
+        other => panic!("parse_uevent gave kind {other:?}"),
+    }
+}
+
+fn check_netlink(msg: &[u8]) -> Option<BlockError> {
+    let got = parse_uevent(msg)?;
+    assert!(!got.devname.contains('\0'));
+    let nr = format!("DM_VERITY_ERR_BLOCK_NR={},{}", kind_number(got.kind), got.block);
+    let devname = format!("DEVNAME={}", got.devname);
+    let fields = msg.split(|&b| b == 0).map(|f| std::str::from_utf8(f).ok());
+    assert!(
+        fields.clone().flatten().any(|f| f.starts_with("change@")),
+        "{:?} is not a change",
+        String::from_utf8_lossy(msg)
+    );
+    assert!(fields.flatten().any(|f| f == devname));
+    let written = netlink(&["change@/devices/virtual/block/x", "ACTION=change", &nr, &devname]);
+    assert_eq!(parse_uevent(&written).as_ref(), Some(&got));
+    Some(got)
+}
+
+fn check_kernel_uevent(input: &mut Input) {
+    let kind = if input.byte() & 1 == 1 { "metadata" } else { "data" };
+    let block = u64_of(input);
+    let devname_len = usize::from(input.byte());
+    let devname = String::from_utf8_lossy(input.bytes(devname_len)).replace('\0', "");
+    // Other fields, none of them a DEVNAME or a block number.
+    let extra: Vec<String> = String::from_utf8_lossy(input.bytes(usize::MAX))
+        .split('\0')
+        .filter(|f| !f.starts_with("DEVNAME=") && !f.starts_with("DM_VERITY_ERR_BLOCK_NR="))
+        .map(str::to_string)
+        .collect();
+    let nr = format!("DM_VERITY_ERR_BLOCK_NR={},{block}", kind_number(kind));
+    let dev = format!("DEVNAME={devname}");
+    let mut fields = vec!["change@/devices/virtual/block/dm-0", "ACTION=change"];
+    fields.extend(extra.iter().map(String::as_str));
+    fields.push(&nr);
+    fields.push(&dev);
+    let msg = netlink(&fields);
+    let want = BlockError { devname, kind, block };
+    assert_eq!(
+        check_netlink(&msg),
+        Some(want.clone()),
+        "{:?}",
+        String::from_utf8_lossy(&msg)
+    );
+    // The same event as any other action reports nothing.
+    fields[0] = "add@/devices/virtual/block/dm-0";
+    assert_eq!(parse_uevent(&netlink(&fields)), None);
 }

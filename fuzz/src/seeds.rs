@@ -760,5 +760,45 @@ fn verity_kernel() -> Vec<Vec<u8>> {
         v.extend_from_slice(uevent.as_bytes());
         out.push(v);
     }
+    // Netlink uevents, from watch.rs's tests.
+    let netlink = |fields: &[&str]| {
+        let mut v = vec![5];
+        for f in fields {
+            v.extend_from_slice(f.as_bytes());
+            v.push(0);
+        }
+        v
+    };
+    let verity = |nr: &str| {
+        netlink(&[
+            "change@/devices/virtual/block/dm-0",
+            "ACTION=change",
+            "DEVPATH=/devices/virtual/block/dm-0",
+            "SUBSYSTEM=block",
+            &format!("DM_VERITY_ERR_BLOCK_NR={nr}"),
+            "MAJOR=254",
+            "MINOR=0",
+            "DEVNAME=dm-0",
+            "DEVTYPE=disk",
+            "SEQNUM=1234",
+        ])
+    };
+    for nr in ["0,123", "1,283", "2,1", "0,x", "0"] {
+        out.push(verity(nr));
+    }
+    out.push(netlink(&[
+        "add@/devices/virtual/block/dm-0",
+        "DM_VERITY_ERR_BLOCK_NR=0,1",
+        "DEVNAME=dm-0",
+    ]));
+    out.push(netlink(&["change@/x", "DM_VERITY_ERR_BLOCK_NR=0,1"]));
+    out.push(with_mode(5, b"libudev\0\xfe\xed\xca\xfe"));
+    // The kernel's uevent: [kind][block u64][devname_len][devname][fields].
+    let mut v = vec![6, 1];
+    v.extend_from_slice(&283u64.to_le_bytes());
+    v.push(4);
+    v.extend_from_slice(b"dm-0");
+    v.extend_from_slice(b"SUBSYSTEM=block\0MAJOR=254\0MINOR=0\0DEVTYPE=disk\0SEQNUM=1234");
+    out.push(v);
     out
 }
