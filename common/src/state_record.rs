@@ -46,6 +46,9 @@ pub const MIN_PARTITION: u64 = (SLOTS + 1) * SLOT_SIZE;
 pub const MAX_PAYLOAD: usize = SLOT_SIZE as usize - HEADER_LEN;
 /// The payload format this build reads and writes.
 pub const PAYLOAD_FORMAT: u64 = 1;
+/// The highest sequence number a record may carry: one that has no
+/// successor would leave the next write nothing to number itself with.
+pub const MAX_SEQ: u64 = u64::MAX - 1;
 
 /// What one record says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -75,6 +78,8 @@ pub enum RecordError {
     },
     Checksum,
     Payload(JsonError),
+    /// A sequence number above [`MAX_SEQ`].
+    Sequence(u64),
 }
 
 impl std::fmt::Display for RecordError {
@@ -89,6 +94,10 @@ impl std::fmt::Display for RecordError {
             }
             RecordError::Checksum => write!(f, "checksum mismatch (torn or corrupted write)"),
             RecordError::Payload(e) => write!(f, "payload: {e}"),
+            RecordError::Sequence(n) => write!(
+                f,
+                "sequence number {n} leaves none for the next record (at most {MAX_SEQ})"
+            ),
         }
     }
 }
@@ -103,6 +112,9 @@ pub struct Sealed {
 /// The bytes of one slot holding `record` as number `seq`: header and
 /// payload, not padded (the rest of the slot is never read).
 pub fn encode(seq: u64, record: &StateRecord) -> Result<Vec<u8>, RecordError> {
+    if seq > MAX_SEQ {
+        return Err(RecordError::Sequence(seq));
+    }
     let payload = serde_json::to_vec(&record.to_json()).unwrap_or_default();
     if payload.len() > MAX_PAYLOAD {
         return Err(RecordError::Length {
@@ -159,6 +171,9 @@ pub fn decode(bytes: &[u8]) -> Result<Sealed, RecordError> {
     let payload = &bytes[HEADER_LEN..HEADER_LEN + len];
     if checksum(&head[..32], payload) != head[32..64] {
         return Err(RecordError::Checksum);
+    }
+    if seq > MAX_SEQ {
+        return Err(RecordError::Sequence(seq));
     }
     let record = StateRecord::parse(payload).map_err(RecordError::Payload)?;
     Ok(Sealed { seq, record })
@@ -343,6 +358,15 @@ mod tests {
         for (what, bytes, want) in cases {
             assert_eq!(decode(&bytes), Err(want), "{what}");
         }
+        // A sealed record numbered u64::MAX: the next write would have no number.
+        let mut last = good[..64].to_vec();
+        last[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let sum = checksum(&last[..32], &good[64..]);
+        last[32..64].copy_from_slice(&sum);
+        last.extend_from_slice(&good[64..]);
+        assert_eq!(decode(&last), Err(RecordError::Sequence(u64::MAX)));
+        assert_eq!(encode(u64::MAX, &sample()), Err(RecordError::Sequence(u64::MAX)));
+        assert_eq!(decode(&encode(MAX_SEQ, &sample()).unwrap()).unwrap().seq, MAX_SEQ);
         // A valid checksum over a payload that is not a record.
         let mut junk = good[..64].to_vec();
         junk[24..28].copy_from_slice(&2u32.to_le_bytes());

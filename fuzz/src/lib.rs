@@ -106,10 +106,7 @@ pub fn request_line(req: &Request) -> Vec<u8> {
                 fields.insert("try_ms".into(), json!(ms));
             }
         }
-        Op::Confirm { envelope }
-        | Op::Reboot { envelope }
-        | Op::Poweroff { envelope }
-        | Op::ResetVar { envelope } => {
+        Op::Confirm { envelope } | Op::Reboot { envelope } | Op::Poweroff { envelope } | Op::ResetVar { envelope } => {
             fields.insert("envelope".into(), envelope.to_json());
         }
     }

@@ -6,9 +6,11 @@
 //! the target has modes (see each target's header comment).
 
 use crate::{config_to_json, signing_key};
+use basalt_common::disk::{gpt, slot};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::manifest::{build_manifest, ImageDigest, Manifest, ModuleEntry};
 use basalt_common::proto::{self, ErrorCode};
+use basalt_common::state_record::{self, StateRecord};
 use basalt_common::{b64, hex, pem};
 use basalt_mkimage::modinfo::synthetic;
 use serde_json::{json, Value};
@@ -20,7 +22,7 @@ pub struct Seed {
     pub bytes: Vec<u8>,
 }
 
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 10] = [
     "frames",
     "envelope_config",
     "cmdline",
@@ -28,6 +30,9 @@ pub const TARGETS: [&str; 7] = [
     "keys",
     "modinfo",
     "json_strict",
+    "state_record",
+    "disk",
+    "verity_kernel",
 ];
 
 const NODE_EXAMPLE: &[u8] = include_bytes!("../../docs/examples/node.json");
@@ -52,6 +57,9 @@ pub fn all() -> Vec<Seed> {
     add("keys", keys());
     add("modinfo", modinfo());
     add("json_strict", json_strict());
+    add("state_record", state_record());
+    add("disk", disk());
+    add("verity_kernel", verity_kernel());
     out
 }
 
@@ -500,5 +508,297 @@ fn json_strict() -> Vec<Vec<u8>> {
     out.push(format!("{}{}", "[".repeat(127), "]".repeat(127)).into_bytes());
     out.push(format!("{}{}", "[".repeat(129), "]".repeat(129)).into_bytes());
     out.push(format!("{}1{}", "{\"a\":".repeat(130), "}".repeat(130)).into_bytes());
+    out
+}
+
+/// A record like the agent writes: a floor, the last config, a shutdown.
+fn sample_record() -> StateRecord {
+    StateRecord {
+        generation_floor: Some(3),
+        config: Some(SignedEnvelope::sign(&signing_key(), to_vec(&base_config()))),
+        last_shutdown: Some("reboot".into()),
+        image_version_floor: None,
+    }
+}
+
+fn state_record() -> Vec<Vec<u8>> {
+    let record = sample_record();
+    let good = state_record::encode(9, &record).expect("the sample fits a slot");
+    let empty = state_record::encode(1, &StateRecord::default()).expect("the empty record fits");
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(&[0xee; 100]);
+    let mut torn = good.clone();
+    torn[100] ^= 1;
+    let mut other_format = empty.clone();
+    other_format[8] = 2;
+    let mut out = vec![
+        with_mode(0, &good),
+        with_mode(0, &empty),
+        with_mode(0, &trailing),
+        with_mode(0, &torn),
+        with_mode(0, &other_format),
+        with_mode(0, &good[..good.len() - 1]),
+        with_mode(0, &good[..10]),
+        with_mode(0, &[0; 64]),
+    ];
+    // Sealed payloads: [seq][flip][payload], from state_record.rs's tests.
+    for (i, payload) in [
+        r#"{"format":1}"#,
+        r#"{"format":1,"generation_floor":null,"config":null}"#,
+        r#"{"format":2}"#,
+        r#"{"format":1,"extra":1}"#,
+        r#"{"format":1,"generation_floor":-1}"#,
+        r#"{"format":1,"config":{"payload":"e30="}}"#,
+        r#"{}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut v = vec![1];
+        v.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+        v.extend_from_slice(&(i as u16 * 97).to_le_bytes());
+        v.extend_from_slice(payload.as_bytes());
+        out.push(v);
+    }
+    let mut v = vec![1];
+    v.extend_from_slice(&5u64.to_le_bytes());
+    v.extend_from_slice(&300u16.to_le_bytes());
+    v.extend_from_slice(&good[state_record::HEADER_LEN..]);
+    out.push(v);
+    // Built records: [seq][floor][image floor][shutdown][config][payload].
+    let mut built = vec![2];
+    built.extend_from_slice(&2u64.to_le_bytes());
+    built.push(1);
+    built.extend_from_slice(&3u64.to_le_bytes());
+    built.push(0);
+    built.extend_from_slice(&[0; 8]);
+    built.push(("reboot".len() as u8) << 1 | 1);
+    built.extend_from_slice(b"reboot");
+    built.push(1);
+    built.extend_from_slice(&to_vec(&base_config()));
+    out.push(built);
+    out.push(vec![2, 1]);
+    // Slots: [kind][seq] twice, then the slot in force.
+    let slot = |kind: u8, seq: u64| {
+        let mut v = vec![kind];
+        v.extend_from_slice(&seq.to_le_bytes());
+        v
+    };
+    for (a, b, current) in [
+        (slot(0, 0), slot(0, 0), 2),
+        (slot(2, 1), slot(0, 0), 0),
+        (slot(2, 1), slot(2, 2), 1),
+        (slot(2, 5), slot(2, 4), 1),
+        (slot(1, 0), slot(2, 7), 1),
+        (slot(2, 2), slot(2, 3), 2),
+        (slot(2, state_record::MAX_SEQ), slot(2, 3), 0),
+    ] {
+        let mut v = vec![3];
+        v.extend_from_slice(&a);
+        v.extend_from_slice(&b);
+        v.push(current);
+        out.push(v);
+    }
+    out
+}
+
+fn gpt_spec(name: &str, type_guid: gpt::Guid, mib: u64) -> gpt::PartitionSpec {
+    gpt::PartitionSpec {
+        name: name.into(),
+        type_guid,
+        unique_guid: gpt::Guid::derive(b"seed", name),
+        size_bytes: mib << 20,
+    }
+}
+
+fn disk() -> Vec<Vec<u8>> {
+    // The disk basalt-mkimage lays out, small: ESP, two root slots, STATE.
+    let table = gpt::plan(
+        gpt::Guid::derive(b"seed", "disk"),
+        &[
+            gpt_spec("ESP", gpt::types::ESP, 2),
+            gpt_spec("ROOT-A", gpt::types::ROOT_X86_64, 3),
+            gpt_spec("ROOT-B", gpt::types::ROOT_X86_64, 3),
+            gpt_spec("STATE", gpt::types::LINUX_DATA, 12),
+        ],
+    )
+    .expect("the seed table lays out");
+    let primary = gpt::build(&table).expect("the seed table builds").primary;
+    let mut out = vec![with_mode(0, &primary), with_mode(0, &primary[..1024])];
+    let mut bad_name = primary.clone();
+    bad_name[1024 + 56..1024 + 58].copy_from_slice(&0xD800u16.to_le_bytes());
+    out.push(with_mode(0, &bad_name));
+    // Sealed tables: [entries_lba][count u16][size units][my_lba][header size u16][array].
+    for (lba, count, units, my_lba, hsize) in [
+        (2u8, 128u16, 1u8, 1u8, 0u16),
+        (2, 4, 1, 1, 0),
+        (3, 2, 2, 1, 100),
+        (2, 128, 1, 0, 0),
+        (2, 0, 1, 1, 500),
+        (0, 4, 1, 1, 0),
+    ] {
+        let mut v = vec![1, lba];
+        v.extend_from_slice(&count.to_le_bytes());
+        v.push(units);
+        v.push(my_lba);
+        v.extend_from_slice(&hsize.to_le_bytes());
+        v.extend_from_slice(&primary[1024..1024 + 4 * 128]);
+        out.push(v);
+    }
+    // Partition lists: [count] then [flags][size u32][name_len][name].
+    let list = |parts: &[(u8, u32, &str)]| {
+        let mut v = vec![2, parts.len() as u8];
+        for (flags, size, name) in parts {
+            v.push(*flags);
+            v.extend_from_slice(&size.to_le_bytes());
+            v.push(name.len() as u8);
+            v.extend_from_slice(name.as_bytes());
+        }
+        v
+    };
+    out.push(list(&[
+        (4, 4096, "ESP"),
+        (4, 6144, "ROOT-A"),
+        (4, 6144, "ROOT-B"),
+        (4, 2048, "STATE"),
+    ]));
+    out.push(list(&[(0, 1, ""), (0, 2048, "")]));
+    out.push(list(&[(6, 1000, "odd")]));
+    out.push(list(&[(4, 1, "\u{e9}\u{e9}\u{e9}")]));
+    out.push(list(&[(4, 1, "x"), (0x34, 1, "zero type")]));
+    out.push(list(&[(7, 1 << 31, "huge"), (7, 1 << 31, "huge2")]));
+    let many: Vec<(u8, u32, &str)> = (0..129).map(|_| (0u8, 1u32, "")).collect();
+    out.push(list(&many));
+    // Manifest areas.
+    let json = build_manifest(&sample_manifest());
+    let sig = signing_key().sign(&json);
+    let area = slot::encode_area(&json, &sig).expect("the sample manifest fits");
+    let used = slot::AREA_HEADER_LEN + json.len() + sig.len();
+    out.push(with_mode(3, &[&[0u8][..], &area[..used]].concat()));
+    out.push(with_mode(3, &[0]));
+    out.push(with_mode(3, &[&[1u8][..], &area[..100]].concat()));
+    let mut stray = area[..used].to_vec();
+    stray.push(1);
+    out.push(with_mode(3, &[&[0u8][..], &stray].concat()));
+    let mut long = area[..used].to_vec();
+    long[12..16].copy_from_slice(&65500u32.to_le_bytes());
+    out.push(with_mode(3, &[&[0u8][..], &long].concat()));
+    // encode_area and layout: [slot size][image size][json len][signature][json].
+    for (slot_size, image_size, json_len) in [
+        (256u64 << 20, (68u64 << 20) + 5, json.len() as u16),
+        (1 << 20, 237 * 4096, 0),
+        (1 << 20, 237 * 4096 + 1, 65452),
+        (1000, 1, 65453),
+    ] {
+        let mut v = vec![4];
+        v.extend_from_slice(&slot_size.to_le_bytes());
+        v.extend_from_slice(&image_size.to_le_bytes());
+        v.extend_from_slice(&json_len.to_le_bytes());
+        v.extend_from_slice(&sig);
+        v.extend_from_slice(&json);
+        out.push(v);
+    }
+    out
+}
+
+fn verity_kernel() -> Vec<Vec<u8>> {
+    use basalt_init::verity::dm;
+    let mut out = Vec::new();
+    // A status answer as in dm.rs's tests: one verity target, "C".
+    let mut answer = dm::build_request("basalt-root", "", 0, &[], 1024).expect("a valid request");
+    let put = |buf: &mut [u8], at: usize, v: &[u8]| buf[at..at + v.len()].copy_from_slice(v);
+    let spec = dm::DM_IOCTL_SIZE;
+    put(&mut answer, dm::offset::TARGET_COUNT, &1u32.to_ne_bytes());
+    put(&mut answer, dm::offset::DATA_SIZE, &(spec as u32 + 48).to_ne_bytes());
+    put(&mut answer, spec + dm::offset::SPEC_LENGTH, &80u64.to_ne_bytes());
+    put(&mut answer, spec + dm::offset::SPEC_NEXT, &48u32.to_ne_bytes());
+    put(&mut answer, spec + dm::offset::SPEC_TARGET_TYPE, b"verity");
+    put(&mut answer, spec + dm::TARGET_SPEC_SIZE, b"C");
+    out.push(with_mode(0, &answer));
+    out.push(with_mode(0, &answer[..100]));
+    let mut full = answer.clone();
+    put(&mut full, dm::offset::FLAGS, &dm::DM_BUFFER_FULL_FLAG.to_ne_bytes());
+    out.push(with_mode(0, &full));
+    // Targets for the kernel-shaped answer: [flags][count] then per target
+    // [start][length][type_len][type][status_len][status].
+    let mut targets = vec![1, 0, 2];
+    for (start, length, kind, status) in [(0u64, 80u64, "verity", "V"), (80, 2048, "linear", "")] {
+        targets.extend_from_slice(&start.to_le_bytes());
+        targets.extend_from_slice(&length.to_le_bytes());
+        targets.push(kind.len() as u8);
+        targets.extend_from_slice(kind.as_bytes());
+        targets.push(status.len() as u8);
+        targets.extend_from_slice(status.as_bytes());
+    }
+    out.push(targets);
+    // kmsg lines, from corruption.rs's tests.
+    for line in [
+        "3,412,2470346,-;device-mapper: verity: 7:0: metadata block 283 is corrupted\n",
+        "[    2.47] device-mapper: verity: 254:2: data block 0 is corrupted",
+        "3,1,1,-;device-mapper: verity: 7:0: reached maximum errors",
+        "3,1,1,-;device-mapper: verity: 7:0: data block x is corrupted",
+        "3,1,1,-;device-mapper: verity: 7:0: other block 3 is corrupted",
+        "6,2,2,-;SQUASHFS error: Failed to read block 0x0: -5",
+        "",
+    ] {
+        out.push(with_mode(2, line.as_bytes()));
+    }
+    // The kernel's line: [major u16][minor u24][kind][block u64][prefix_len][prefix][tail].
+    let mut line = vec![3];
+    line.extend_from_slice(&254u16.to_le_bytes());
+    line.extend_from_slice(&[2, 0, 0, 1]);
+    line.extend_from_slice(&283u64.to_le_bytes());
+    line.push(15);
+    line.extend_from_slice(b"3,412,2470346,-");
+    line.extend_from_slice(b"reached maximum errors");
+    out.push(line);
+    // uevents: [dev_t][key_len][key][uevent] (the dev_t bytes double as the key length and key).
+    let uevent = "MAJOR=253\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nDISKSEQ=9\nPARTN=2\nPARTNAME=ROOT-A\n";
+    for key in ["PARTNAME", "PARTN", "DEV", "DEVTYPE"] {
+        let mut v = vec![4, key.len() as u8];
+        v.extend_from_slice(key.as_bytes());
+        v.extend_from_slice(uevent.as_bytes());
+        out.push(v);
+    }
+    // Netlink uevents, from watch.rs's tests.
+    let netlink = |fields: &[&str]| {
+        let mut v = vec![5];
+        for f in fields {
+            v.extend_from_slice(f.as_bytes());
+            v.push(0);
+        }
+        v
+    };
+    let verity = |nr: &str| {
+        netlink(&[
+            "change@/devices/virtual/block/dm-0",
+            "ACTION=change",
+            "DEVPATH=/devices/virtual/block/dm-0",
+            "SUBSYSTEM=block",
+            &format!("DM_VERITY_ERR_BLOCK_NR={nr}"),
+            "MAJOR=254",
+            "MINOR=0",
+            "DEVNAME=dm-0",
+            "DEVTYPE=disk",
+            "SEQNUM=1234",
+        ])
+    };
+    for nr in ["0,123", "1,283", "2,1", "0,x", "0"] {
+        out.push(verity(nr));
+    }
+    out.push(netlink(&[
+        "add@/devices/virtual/block/dm-0",
+        "DM_VERITY_ERR_BLOCK_NR=0,1",
+        "DEVNAME=dm-0",
+    ]));
+    out.push(netlink(&["change@/x", "DM_VERITY_ERR_BLOCK_NR=0,1"]));
+    out.push(with_mode(5, b"libudev\0\xfe\xed\xca\xfe"));
+    // The kernel's uevent: [kind][block u64][devname_len][devname][fields].
+    let mut v = vec![6, 1];
+    v.extend_from_slice(&283u64.to_le_bytes());
+    v.push(4);
+    v.extend_from_slice(b"dm-0");
+    v.extend_from_slice(b"SUBSYSTEM=block\0MAJOR=254\0MINOR=0\0DEVTYPE=disk\0SEQNUM=1234");
+    out.push(v);
     out
 }

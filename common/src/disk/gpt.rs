@@ -338,6 +338,8 @@ pub fn plan(disk_guid: Guid, specs: &[PartitionSpec]) -> Result<Gpt, GptError> {
         next = align_up(last + 1, ALIGN_SECTORS).ok_or(GptError::DiskTooLarge)?;
     }
     let total_sectors = next.checked_add(ALIGN_SECTORS).ok_or(GptError::DiskTooLarge)?;
+    // Every offset on the disk must fit in a u64 of bytes, not only of sectors.
+    total_sectors.checked_mul(SECTOR_SIZE).ok_or(GptError::DiskTooLarge)?;
     let gpt = Gpt {
         disk_guid,
         total_sectors,
@@ -758,6 +760,21 @@ mod tests {
             let err = plan(Guid::ZERO, &specs).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} in {err:?}");
         }
+        // Found by the disk fuzz target: sectors that fit a u64, bytes that do not.
+        let huge = plan(
+            Guid::ZERO,
+            &[
+                PartitionSpec {
+                    size_bytes: 1 << 63,
+                    ..spec("A", types::ESP, 0)
+                },
+                PartitionSpec {
+                    size_bytes: 1 << 63,
+                    ..spec("B", types::ESP, 0)
+                },
+            ],
+        );
+        assert_eq!(huge, Err(GptError::DiskTooLarge));
         // A name of 36 units, beyond ASCII, fits exactly.
         assert!(plan(Guid::ZERO, &[spec(&"é".repeat(36), types::ESP, 1)]).is_ok());
 

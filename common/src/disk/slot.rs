@@ -162,7 +162,11 @@ pub fn layout(slot_size: u64, image_size: u64) -> Result<SlotLayout, SlotError> 
     let data_blocks = verity::data_blocks(image_size);
     let hash_blocks = verity::hash_blocks(data_blocks);
     let block = verity::BLOCK_SIZE as u64;
-    let need = (data_blocks + hash_blocks) * block;
+    // An image size near u64::MAX has a tree whose bytes do not fit in 64 bits.
+    let need = data_blocks
+        .checked_add(hash_blocks)
+        .and_then(|b| b.checked_mul(block))
+        .unwrap_or(u64::MAX);
     match area_offset(slot_size) {
         Some(area_offset) if need <= area_offset => Ok(SlotLayout {
             data_blocks,
@@ -256,6 +260,14 @@ mod tests {
             "laying out the root slot: image and verity tree need 987136 bytes plus the 65536-byte manifest area, the slot has 1048576"
         );
         assert!(matches!(layout(1000, 1), Err(SlotError::SlotSize(1000))));
+        // Found by the disk fuzz target: the tree's size overflowed.
+        assert_eq!(
+            layout(MIB, u64::MAX),
+            Err(SlotError::TooSmall {
+                slot_size: MIB,
+                need: u64::MAX
+            })
+        );
         assert!(matches!(layout(4096, 1), Err(SlotError::TooSmall { .. })));
         assert_eq!(area_offset(65536), Some(0));
         assert_eq!(area_offset(100), None);

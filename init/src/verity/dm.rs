@@ -258,7 +258,13 @@ pub fn parse_status(buf: &[u8]) -> Result<Vec<TargetStatus>, String> {
             target_type: get_cstr(&spec[offset::SPEC_TARGET_TYPE..offset::SPEC_TARGET_TYPE + DM_MAX_TYPE_NAME]),
             status: get_cstr(text),
         });
+        // The kernel writes each spec after the last one's status: a `next`
+        // that does not move past this spec would read it again, once for
+        // every target the header claims.
         let next = get_u32(spec, offset::SPEC_NEXT) as usize;
+        if first + next < at + TARGET_SPEC_SIZE {
+            return Err(format!("target {i} points back into itself or before it"));
+        }
         at = first + next;
     }
     Ok(out)
@@ -618,6 +624,15 @@ mod tests {
         put_u32(&mut lying, offset::DATA_START, 5000);
         assert!(parse_status(&lying).unwrap_err().contains("outside the answer"));
         assert!(parse_status(&lying[..100]).is_err());
+        // Found by the verity_kernel fuzz target: many targets claimed, none
+        // moving on, read the first spec over and over.
+        let mut looping = status_answer("V", 0);
+        put_u32(&mut looping, offset::TARGET_COUNT, u32::MAX);
+        put_u32(&mut looping, DM_IOCTL_SIZE + offset::SPEC_NEXT, 0);
+        assert_eq!(
+            parse_status(&looping).unwrap_err(),
+            "target 0 points back into itself or before it"
+        );
     }
 
     #[test]
