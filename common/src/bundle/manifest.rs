@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"format":1,"version":"0.1.0+g1a2b3c4","version_seq":42,"arch":"x86_64",
-//!  "chunk_size":1048576,
+//!  "target":"ROOT-B","chunk_size":1048576,
 //!  "uki":{"size":N,"sha256":"hex","chunks":["hex",...]},
 //!  "slot":{"size":N,"tree_end":N,"root_hash":"hex","sha256":"hex","chunks":["hex",...]}}
 //! ```
@@ -18,6 +18,8 @@ use crate::text::clip;
 use serde_json::{json, Value};
 
 pub const MANIFEST_FORMAT: u64 = 1;
+/// The root slots a bundle can target (docs/disk-layout.md).
+pub const TARGETS: [&str; 2] = ["ROOT-A", "ROOT-B"];
 
 /// The machine a bundle is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,9 @@ pub struct BundleManifest {
     /// Monotonic: what anti-rollback compares.
     pub version_seq: u64,
     pub arch: Arch,
+    /// The PARTLABEL of the root slot the UKI boots (`ROOT-A` or `ROOT-B`):
+    /// the UKI's command line names its slot, so a bundle is built for one.
+    pub target: String,
     pub uki: PartDigest,
     pub slot: SlotPart,
 }
@@ -104,6 +109,7 @@ pub fn encode_manifest(m: &BundleManifest) -> Vec<u8> {
         "version": m.version,
         "version_seq": m.version_seq,
         "arch": m.arch.name(),
+        "target": m.target,
         "chunk_size": CHUNK_SIZE,
         "uki": {
             "size": m.uki.size,
@@ -152,7 +158,16 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, BundleError> {
     let top = Fields::new(
         &doc,
         "$",
-        &["format", "version", "version_seq", "arch", "chunk_size", "uki", "slot"],
+        &[
+            "format",
+            "version",
+            "version_seq",
+            "arch",
+            "target",
+            "chunk_size",
+            "uki",
+            "slot",
+        ],
     )?;
     let format = top.u64("format")?;
     if format != MANIFEST_FORMAT {
@@ -182,6 +197,14 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, BundleError> {
         )
     })?;
 
+    let target = top.str("target")?;
+    if !TARGETS.contains(&target) {
+        return Err(JsonError::new(
+            top.path_of("target"),
+            format!("{:?} is not a root slot ({})", clip(target), TARGETS.join(", ")),
+        )
+        .into());
+    }
     let uki_f = Fields::new(top.req("uki")?, &top.path_of("uki"), &["size", "sha256", "chunks"])?;
     let uki = part_digest(&uki_f, Part::Uki, MAX_UKI_BYTES)?;
     let slot_f = Fields::new(
@@ -204,6 +227,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, BundleError> {
         version: version.to_string(),
         version_seq: top.u64("version_seq")?,
         arch,
+        target: target.to_string(),
         uki,
         slot: SlotPart {
             digest,

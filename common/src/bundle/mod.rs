@@ -24,7 +24,9 @@ pub use chunks::{
     build_bundle, bundle_prefix, check_chunk, chunk_count, chunk_range, digest_part, verify_bundle, PartHasher,
 };
 pub use header::{encode_header, read_header, Header, FORMAT, HEADER_LEN, MAGIC, MAX_MANIFEST_BYTES};
-pub use manifest::{encode_manifest, parse_manifest, verify_manifest, Arch, BundleManifest, PartDigest, SlotPart};
+pub use manifest::{
+    encode_manifest, parse_manifest, verify_manifest, Arch, BundleManifest, PartDigest, SlotPart, TARGETS,
+};
 
 use crate::json::JsonError;
 use std::fmt;

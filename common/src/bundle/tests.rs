@@ -21,6 +21,7 @@ fn manifest_for(uki: &[u8], slot: &[u8]) -> BundleManifest {
         version: "0.1.0+gabc".into(),
         version_seq: 42,
         arch: Arch::X86_64,
+        target: "ROOT-B".into(),
         uki: digest_part(uki),
         slot: SlotPart {
             digest: digest_part(slot),
@@ -338,6 +339,10 @@ fn manifest_refusals_table() {
         (
             edit("\"arch\":\"x86_64\"", "\"arch\":\"riscv64\""),
             "unknown architecture",
+        ),
+        (
+            edit("\"target\":\"ROOT-B\"", "\"target\":\"STATE\""),
+            "$.target: \"STATE\" is not a root slot (ROOT-A, ROOT-B)",
         ),
         (
             edit("\"version\":\"0.1.0+gabc\"", "\"version\":\"\""),
