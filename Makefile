@@ -5,6 +5,7 @@
 #   make test     every test: lint, unit, host-level and QEMU suites
 #   make image    build/vmlinuz + build/initramfs.img
 #   make disk     build/disk.img: GPT, ESP with systemd-boot and UKIs, dm-verity root slots
+#   make bundle   build/update.bundle: a signed update for slot B (docs/upgrades.md)
 #   make kernel-check KCONFIG=path   check a kernel config against kernel-config/basalt.config
 #   make bench    benchmarks (bench/results.md)
 #
@@ -36,7 +37,7 @@ MKIMAGE     := $(HOST_BIN)/basalt-mkimage
 BASALTCTL   := $(HOST_BIN)/basaltctl
 QEMU        := $(HOST_BIN)/basalt-qemu
 
-.PHONY: setup kernel host-tools keys node-bins rootfs image disk run run-disk boot test lint unit vmtest \
+.PHONY: setup kernel host-tools keys node-bins rootfs image disk bundle run run-disk boot test lint unit vmtest \
         kernel-check bench fuzz fuzz-short robustness clean
 
 setup:
@@ -97,6 +98,23 @@ disk: kernel rootfs
 	    --slot-size $(SLOT_SIZE) $(if $(DISK_APPEND),--append "$(DISK_APPEND)") $(DISK_ARGS) \
 	    --parts-dir $(B)/disk --out $(B)/disk.img
 	@echo "disk: $(BUILD)/disk.img"
+
+# The signed update bundle (docs/upgrades.md): the UKI and root slot contents
+# that `disk` would put in slot B (BUNDLE_TARGET=A for slot A), with a SHA-256
+# per 1 MiB chunk. VERSION_SEQ is the monotonic version anti-rollback
+# compares: by default the number of commits on HEAD, so a later commit
+# always gives a higher one; set it by hand (VERSION_SEQ=42) for a rebuild of
+# an older tree or a build outside git.
+VERSION_SEQ   ?= $(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+BUNDLE_TARGET ?= B
+bundle: kernel rootfs
+	$(MKIMAGE) bundle --init $(B)/bin/basalt-init --rootfs $(B)/rootfs \
+	    --modules-dir $(MODULES_DIR) --kconfig $(KCONFIG) --fragment $(FRAGMENT) \
+	    --key $(B)/keys/image.key --version $(VERSION) --version-seq $(VERSION_SEQ) \
+	    --kernel $(KERNEL) --target $(BUNDLE_TARGET) --slot-size $(SLOT_SIZE) \
+	    $(if $(DISK_APPEND),--append "$(DISK_APPEND)") \
+	    --parts-dir $(B)/bundle --out $(B)/update.bundle
+	@echo "bundle: $(BUILD)/update.bundle"
 
 kernel-check: host-tools
 	@if [ "$(KCONFIG)" = "$(B)/kernel/config" ]; then $(MAKE) --no-print-directory kernel; fi

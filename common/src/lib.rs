@@ -6,6 +6,7 @@
 
 pub mod b64;
 pub mod backoff;
+pub mod bundle;
 pub mod cmdline;
 pub mod command;
 pub mod config;

@@ -22,7 +22,7 @@ pub struct Seed {
     pub bytes: Vec<u8>,
 }
 
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "frames",
     "envelope_config",
     "cmdline",
@@ -33,6 +33,7 @@ pub const TARGETS: [&str; 10] = [
     "state_record",
     "disk",
     "verity_kernel",
+    "bundle",
 ];
 
 const NODE_EXAMPLE: &[u8] = include_bytes!("../../docs/examples/node.json");
@@ -60,6 +61,7 @@ pub fn all() -> Vec<Seed> {
     add("state_record", state_record());
     add("disk", disk());
     add("verity_kernel", verity_kernel());
+    add("bundle", bundle());
     out
 }
 
@@ -800,5 +802,54 @@ fn verity_kernel() -> Vec<Vec<u8>> {
     v.extend_from_slice(b"dm-0");
     v.extend_from_slice(b"SUBSYSTEM=block\0MAJOR=254\0MINOR=0\0DEVTYPE=disk\0SEQNUM=1234");
     out.push(v);
+    out
+}
+
+/// Update bundles (common/src/bundle/): whole ones, signed manifests, and
+/// parameters for the built-bundle mode.
+fn bundle() -> Vec<Vec<u8>> {
+    use basalt_common::bundle::{self as b, Arch, BundleManifest, SlotPart};
+    use basalt_common::disk::slot;
+    let manifest = |uki: &[u8], slot: &[u8], target: &str| BundleManifest {
+        version: "0.1.0+gseed".into(),
+        version_seq: 42,
+        arch: Arch::X86_64,
+        target: target.into(),
+        uki: b::digest_part(uki),
+        slot: SlotPart {
+            digest: b::digest_part(slot),
+            tree_end: slot.len() as u64 - slot::AREA_SIZE,
+            root_hash: [7; 32],
+        },
+    };
+    let uki = vec![0x4d; 3000];
+    let slot_part = vec![0x53; 4096 + slot::AREA_SIZE as usize];
+    let small = manifest(&uki, &slot_part, "ROOT-B");
+    let whole = b::build_bundle(&small, &signing_key(), &uki, &slot_part).expect("seed bundle builds");
+    let mut out = vec![
+        with_mode(0, &whole),
+        with_mode(0, &whole[..b::HEADER_LEN]),
+        with_mode(0, &whole[..whole.len() - 1]),
+        with_mode(0, b"BASALTUB\x01\0\0\0\xff\xff\xff\xff\x40\0\0\0"),
+        with_mode(1, &b::encode_manifest(&small)),
+    ];
+    // A UKI of two and a half chunks: a longer chunk list.
+    let big_uki = vec![0x4d; (b::CHUNK_SIZE * 5 / 2) as usize];
+    let big = manifest(&big_uki, &slot_part, "ROOT-A");
+    let json = String::from_utf8(b::encode_manifest(&big)).expect("manifest JSON is UTF-8");
+    out.push(with_mode(1, json.as_bytes()));
+    out.push(with_mode(
+        1,
+        json.replacen("\"tree_end\":4096", "\"tree_end\":4095", 1).as_bytes(),
+    ));
+    out.push(with_mode(
+        1,
+        json.replacen("\"target\":\"ROOT-A\"", "\"target\":\"STATE\"", 1)
+            .as_bytes(),
+    ));
+    // Built bundles: UKI size steps, slot blocks, version, flip, cut, part, index.
+    out.push(vec![2, 0, 16, 0, 1, 42, 0, 20, 0, 0, 99, 0, 0, 0, 0, 0xaa]);
+    out.push(vec![2, 17, 255, 15, 7, 1, 0, 0, 0, 1, 255, 255, 0, 1, 2, 1, 2, 3]);
+    out.push(vec![3, 48, 255, 255, 3, 9, 9, 0x10, 0x27, 0x30, 0, 0, 0x20, 0, 2, 7]);
     out
 }

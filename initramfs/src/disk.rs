@@ -193,76 +193,21 @@ pub fn partition_specs(seed: &[u8], esp_size: u64, slot_size: u64, state_size: u
 /// Builds the disk `spec` describes, signing its manifest with `key`.
 pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskError> {
     let time = spec.source_date_epoch.unwrap_or(0);
-    let mtime = u32::try_from(time).map_err(|_| BuildError::SourceDateEpoch {
-        value: time.to_string(),
-    })?;
-    if let Some(a) = &spec.append {
-        if a.contains(['\n', '\0']) {
-            return Err(DiskError::Cmdline { append: a.clone() });
-        }
-    }
-    let (release, modules) = assemble::kernel_modules(&spec.kconfig, &spec.fragment, &spec.modules_dir)?;
-
+    check_append(spec.append.as_deref())?;
     // The parts directory: kept when asked for, else removed at the end.
-    let (parts, _temp_parts) = match &spec.parts_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let dir = image::temp_beside(&spec.out, "parts");
-            (dir.clone(), Some(TempDir(dir)))
-        }
-    };
-    std::fs::create_dir_all(&parts).map_err(io_err("creating the parts directory", &parts))?;
-
-    let image_path = match &spec.root {
-        RootSource::Rootfs(rootfs) => {
-            let path = parts.join("root.sqsh");
-            squashfs::build_squashfs(rootfs, &path, time).map_err(BuildError::Squashfs)?;
-            path
-        }
-        RootSource::Squashfs(given) => {
-            squashfs::check_magic(given).map_err(BuildError::Squashfs)?;
-            given.clone()
-        }
-    };
-
-    let mut manifest = image::describe(&ManifestInputs {
-        version: &spec.version,
-        kernel: &release,
-        handoff: &spec.handoff,
-        image: &image_path,
-        modules: &modules,
-    })
-    .map_err(BuildError::Manifest)?;
-    // Refuse a slot too small before hashing anything.
-    let layout = slot::layout(spec.slot_size, manifest.image.size).map_err(DiskError::Slot)?;
-    let salt = match &spec.salt {
-        Some(s) => s.clone(),
-        None => verity::default_salt(&manifest.image.sha256).to_vec(),
-    };
-    let tree = hash_tree(&image_path, &salt)?;
-    manifest.verity = Some(tree.params());
-    let signed = image::sign_manifest(&manifest, key);
-    assemble::write_manifest_copy(&parts, &signed, key)?;
-    let area = slot::encode_area(&signed.json, &signed.signature).map_err(DiskError::Slot)?;
-
-    // The initramfs every UKI carries: init, modules, manifest; no image.
-    let initrd = parts.join("initrd.img");
-    let initramfs_size = image::pack_initramfs_file(
-        &InitramfsParts {
-            init: Content::File(spec.init.clone()),
-            manifest_json: signed.json.clone(),
-            manifest_sig: signed.signature.to_vec(),
-            image: None,
-            modules: modules
-                .iter()
-                .map(|m| (m.name.clone(), Content::File(m.path.clone())))
-                .collect(),
-        },
-        mtime,
-        Compression::None,
-        &initrd,
-    )
-    .map_err(BuildError::Pack)?;
+    let (parts, _temp_parts) = parts_dir(spec.parts_dir.as_deref(), &spec.out)?;
+    let root = build_root(&spec.root_spec(), &parts, key)?;
+    let RootBuild {
+        manifest,
+        signed,
+        modules,
+        image_path,
+        tree,
+        layout,
+        area,
+        initrd,
+        initramfs_size,
+    } = root;
 
     let filled: &[Slot] = if spec.fill_b { &SLOTS } else { &SLOTS[..1] };
     let mut ukis = Vec::new();
@@ -277,18 +222,7 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
         },
     ];
     for s in filled {
-        let out = parts.join(s.uki);
-        let size = uki::build_uki(&UkiInputs {
-            stub: &spec.stub,
-            kernel: &spec.kernel,
-            initrd: &initrd,
-            cmdline: &slot_cmdline(s, spec.append.as_deref()),
-            os_release: &uki::os_release(&spec.version, s.letter),
-            work_dir: &parts,
-            time: mtime,
-            out: &out,
-        })
-        .map_err(DiskError::Uki)?;
+        let (out, size) = build_slot_uki(&spec.uki_spec(), s, &initrd, &parts)?;
         ukis.push((s.uki.to_string(), size));
         esp_files.push(EspFile {
             dest: format!("{}/{}", esp::UKI_DIR, s.uki),
@@ -330,6 +264,195 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
         ukis,
         initramfs_size,
     })
+}
+
+impl DiskSpec {
+    /// The inputs of the root slot's contents.
+    pub fn root_spec(&self) -> RootSpec<'_> {
+        RootSpec {
+            init: &self.init,
+            root: &self.root,
+            modules_dir: &self.modules_dir,
+            kconfig: &self.kconfig,
+            fragment: &self.fragment,
+            version: &self.version,
+            handoff: &self.handoff,
+            slot_size: self.slot_size,
+            salt: self.salt.as_deref(),
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+
+    /// The inputs of a slot's UKI.
+    pub fn uki_spec(&self) -> UkiSpec<'_> {
+        UkiSpec {
+            kernel: &self.kernel,
+            stub: &self.stub,
+            version: &self.version,
+            append: self.append.as_deref(),
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+}
+
+/// What a root slot's contents are made from (shared by `disk` and `bundle`).
+#[derive(Debug, Clone, Copy)]
+pub struct RootSpec<'a> {
+    pub init: &'a Path,
+    pub root: &'a RootSource,
+    pub modules_dir: &'a Path,
+    pub kconfig: &'a Path,
+    pub fragment: &'a Path,
+    pub version: &'a str,
+    pub handoff: &'a str,
+    pub slot_size: u64,
+    pub salt: Option<&'a [u8]>,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What a slot's UKI is made from, besides the initramfs.
+#[derive(Debug, Clone, Copy)]
+pub struct UkiSpec<'a> {
+    pub kernel: &'a Path,
+    pub stub: &'a Path,
+    pub version: &'a str,
+    pub append: Option<&'a str>,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// A root slot's contents, built: the signed manifest, the image, its
+/// tree, the manifest area, and the initramfs every UKI of it carries.
+#[derive(Debug)]
+pub struct RootBuild {
+    pub manifest: Manifest,
+    pub signed: SignedManifest,
+    pub modules: Vec<ModuleFile>,
+    /// The SquashFS (in the parts directory, or the one given).
+    pub image_path: PathBuf,
+    pub tree: verity::VerityTree,
+    pub layout: SlotLayout,
+    pub area: Vec<u8>,
+    pub initrd: PathBuf,
+    pub initramfs_size: u64,
+}
+
+fn mtime_of(source_date_epoch: Option<u64>) -> Result<u32, DiskError> {
+    let time = source_date_epoch.unwrap_or(0);
+    Ok(u32::try_from(time).map_err(|_| BuildError::SourceDateEpoch {
+        value: time.to_string(),
+    })?)
+}
+
+/// Refuses an `--append` that would break the command line.
+pub fn check_append(append: Option<&str>) -> Result<(), DiskError> {
+    match append {
+        Some(a) if a.contains(['\n', '\0']) => Err(DiskError::Cmdline { append: a.to_string() }),
+        _ => Ok(()),
+    }
+}
+
+/// The parts directory: `given`, kept; else a temporary one beside `out`,
+/// removed when the returned guard drops.
+pub fn parts_dir(given: Option<&Path>, out: &Path) -> Result<(PathBuf, Option<TempDir>), DiskError> {
+    let (parts, guard) = match given {
+        Some(dir) => (dir.to_path_buf(), None),
+        None => {
+            let dir = image::temp_beside(out, "parts");
+            (dir.clone(), Some(TempDir(dir)))
+        }
+    };
+    std::fs::create_dir_all(&parts).map_err(io_err("creating the parts directory", &parts))?;
+    Ok((parts, guard))
+}
+
+/// Builds a root slot's contents in `parts`: the kernel's modules; the root
+/// image; its manifest with the dm-verity tree's parameters, signed; the
+/// manifest area; the small initramfs (no root image).
+pub fn build_root(spec: &RootSpec, parts: &Path, key: &SigningKey) -> Result<RootBuild, DiskError> {
+    let time = spec.source_date_epoch.unwrap_or(0);
+    let mtime = mtime_of(spec.source_date_epoch)?;
+    let (release, modules) = assemble::kernel_modules(spec.kconfig, spec.fragment, spec.modules_dir)?;
+
+    let image_path = match spec.root {
+        RootSource::Rootfs(rootfs) => {
+            let path = parts.join("root.sqsh");
+            squashfs::build_squashfs(rootfs, &path, time).map_err(BuildError::Squashfs)?;
+            path
+        }
+        RootSource::Squashfs(given) => {
+            squashfs::check_magic(given).map_err(BuildError::Squashfs)?;
+            given.clone()
+        }
+    };
+
+    let mut manifest = image::describe(&ManifestInputs {
+        version: spec.version,
+        kernel: &release,
+        handoff: spec.handoff,
+        image: &image_path,
+        modules: &modules,
+    })
+    .map_err(BuildError::Manifest)?;
+    // Refuse a slot too small before hashing anything.
+    let layout = slot::layout(spec.slot_size, manifest.image.size).map_err(DiskError::Slot)?;
+    let salt = match spec.salt {
+        Some(s) => s.to_vec(),
+        None => verity::default_salt(&manifest.image.sha256).to_vec(),
+    };
+    let tree = hash_tree(&image_path, &salt)?;
+    manifest.verity = Some(tree.params());
+    let signed = image::sign_manifest(&manifest, key);
+    assemble::write_manifest_copy(parts, &signed, key)?;
+    let area = slot::encode_area(&signed.json, &signed.signature).map_err(DiskError::Slot)?;
+
+    // The initramfs every UKI carries: init, modules, manifest; no image.
+    let initrd = parts.join("initrd.img");
+    let initramfs_size = image::pack_initramfs_file(
+        &InitramfsParts {
+            init: Content::File(spec.init.to_path_buf()),
+            manifest_json: signed.json.clone(),
+            manifest_sig: signed.signature.to_vec(),
+            image: None,
+            modules: modules
+                .iter()
+                .map(|m| (m.name.clone(), Content::File(m.path.clone())))
+                .collect(),
+        },
+        mtime,
+        Compression::None,
+        &initrd,
+    )
+    .map_err(BuildError::Pack)?;
+
+    Ok(RootBuild {
+        manifest,
+        signed,
+        modules,
+        image_path,
+        tree,
+        layout,
+        area,
+        initrd,
+        initramfs_size,
+    })
+}
+
+/// Builds the UKI of `slot` in `parts` (named `slot.uki`): the stub, the
+/// kernel, `initrd`, the slot's command line. Returns its path and size.
+pub fn build_slot_uki(spec: &UkiSpec, slot: &Slot, initrd: &Path, parts: &Path) -> Result<(PathBuf, u64), DiskError> {
+    let out = parts.join(slot.uki);
+    let size = uki::build_uki(&UkiInputs {
+        stub: spec.stub,
+        kernel: spec.kernel,
+        initrd,
+        cmdline: &slot_cmdline(slot, spec.append),
+        os_release: &uki::os_release(spec.version, slot.letter),
+        work_dir: parts,
+        time: mtime_of(spec.source_date_epoch)?,
+        out: &out,
+    })
+    .map_err(DiskError::Uki)?;
+    Ok((out, size))
 }
 
 /// The dm-verity tree of the image file, read in 1 MiB pieces.
@@ -453,7 +576,7 @@ fn read_full(src: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Removes the directory when dropped.
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod assemble;
+pub mod bundle;
 pub mod cpio;
 pub mod disk;
 pub mod esp;

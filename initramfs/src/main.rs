@@ -1,12 +1,13 @@
 //! basalt-mkimage: the command line around the basalt_mkimage library.
 #![deny(unsafe_code)]
 
+use basalt_common::bundle::Arch;
 use basalt_common::hex;
 use basalt_common::manifest::DEFAULT_HANDOFF;
 use basalt_mkimage::assemble::{self, BuildSpec, RootSource};
 use basalt_mkimage::image::{self, Compression};
 use basalt_mkimage::squashfs;
-use basalt_mkimage::{disk, esp, uki};
+use basalt_mkimage::{bundle, disk, esp, uki};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,11 +23,18 @@ const USAGE: &str = "usage:
                       [--handoff PATH] [--slot-size SIZE] [--esp-size SIZE] [--state-size SIZE]
                       [--salt HEX] [--fill-b] [--append STR] [--stub FILE] [--loader FILE]
                       [--parts-dir DIR] --out FILE
+  basalt-mkimage bundle --init FILE (--rootfs DIR | --squashfs FILE) --modules-dir DIR
+                        --kconfig FILE --fragment FILE --key FILE --version STR --kernel FILE
+                        --version-seq N [--arch x86_64|aarch64] [--target A|B]
+                        [--handoff PATH] [--slot-size SIZE] [--salt HEX] [--append STR]
+                        [--stub FILE] [--parts-dir DIR] --out FILE
   basalt-mkimage kernel-check --kconfig FILE --fragment FILE [--modules-dir DIR]
   basalt-mkimage squashfs --rootfs DIR --out FILE
 
 disk writes a GPT disk image: ESP (systemd-boot, one UKI per filled slot), ROOT-A,
 ROOT-B (empty unless --fill-b), STATE. SIZE is bytes or N[KMG]; defaults 256M, 128M, 16M.
+bundle writes a signed update bundle (docs/upgrades.md): the UKI for --target (default B)
+and that slot's contents, built as disk builds them, with SHA-256 per 1 MiB chunk.
 Timestamps in the output are SOURCE_DATE_EPOCH when set, else 0.";
 
 fn main() -> ExitCode {
@@ -50,6 +58,7 @@ fn run(args: Vec<OsString>) -> Result<ExitCode, String> {
     match command.to_str() {
         Some("build") => build(Flags::parse(rest, BUILD_VALUES, &["--no-embed-image"])?),
         Some("disk") => disk(Flags::parse(rest, DISK_VALUES, &["--fill-b"])?),
+        Some("bundle") => make_bundle(Flags::parse(rest, BUNDLE_VALUES, &[])?),
         Some("kernel-check") => kernel_check(Flags::parse(rest, &["--kconfig", "--fragment", "--modules-dir"], &[])?),
         Some("squashfs") => make_squashfs(Flags::parse(rest, &["--rootfs", "--out"], &[])?),
         Some("help") => {
@@ -157,25 +166,10 @@ const DISK_VALUES: &[&str] = &[
 
 fn disk(mut flags: Flags) -> Result<ExitCode, String> {
     let root = root_source(&mut flags)?;
-    let mut size = |flag: &str, default: u64| -> Result<u64, String> {
-        match flags.take_str(flag)? {
-            None => Ok(default),
-            Some(text) => disk::parse_size(&text).filter(|n| *n > 0).ok_or_else(|| {
-                format!("reading arguments: {flag}: {text:?} is not a size (bytes, or N with K, M or G)")
-            }),
-        }
-    };
-    let slot_size = size("--slot-size", disk::DEFAULT_SLOT_SIZE)?;
-    let esp_size = size("--esp-size", disk::DEFAULT_ESP_SIZE)?;
-    let state_size = size("--state-size", disk::DEFAULT_STATE_SIZE)?;
-    let salt = match flags.take_str("--salt")? {
-        None => None,
-        Some(text) => Some(
-            hex::decode(&text)
-                .filter(|s| !s.is_empty() && s.len() <= 256)
-                .ok_or_else(|| format!("reading arguments: --salt: {text:?} is not 1 to 256 bytes of hex"))?,
-        ),
-    };
+    let slot_size = size_flag(&mut flags, "--slot-size", disk::DEFAULT_SLOT_SIZE)?;
+    let esp_size = size_flag(&mut flags, "--esp-size", disk::DEFAULT_ESP_SIZE)?;
+    let state_size = size_flag(&mut flags, "--state-size", disk::DEFAULT_STATE_SIZE)?;
+    let salt = salt_flag(&mut flags)?;
     let key_path = flags.path("--key")?;
     let spec = disk::DiskSpec {
         init: flags.path("--init")?,
@@ -248,6 +242,123 @@ fn disk(mut flags: Flags) -> Result<ExitCode, String> {
         spec.out.display(),
         report.gpt.total_sectors * 512
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn size_flag(flags: &mut Flags, flag: &str, default: u64) -> Result<u64, String> {
+    match flags.take_str(flag)? {
+        None => Ok(default),
+        Some(text) => disk::parse_size(&text)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("reading arguments: {flag}: {text:?} is not a size (bytes, or N with K, M or G)")),
+    }
+}
+
+fn salt_flag(flags: &mut Flags) -> Result<Option<Vec<u8>>, String> {
+    match flags.take_str("--salt")? {
+        None => Ok(None),
+        Some(text) => hex::decode(&text)
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .map(Some)
+            .ok_or_else(|| format!("reading arguments: --salt: {text:?} is not 1 to 256 bytes of hex")),
+    }
+}
+
+const BUNDLE_VALUES: &[&str] = &[
+    "--init",
+    "--rootfs",
+    "--squashfs",
+    "--modules-dir",
+    "--kconfig",
+    "--fragment",
+    "--key",
+    "--version",
+    "--version-seq",
+    "--arch",
+    "--target",
+    "--kernel",
+    "--handoff",
+    "--slot-size",
+    "--salt",
+    "--append",
+    "--stub",
+    "--parts-dir",
+    "--out",
+];
+
+fn make_bundle(mut flags: Flags) -> Result<ExitCode, String> {
+    let root = root_source(&mut flags)?;
+    let slot_size = size_flag(&mut flags, "--slot-size", disk::DEFAULT_SLOT_SIZE)?;
+    let salt = salt_flag(&mut flags)?;
+    let seq_text = flags
+        .take_str("--version-seq")?
+        .ok_or_else(|| missing("--version-seq"))?;
+    let version_seq = seq_text
+        .parse::<u64>()
+        .map_err(|_| format!("reading arguments: --version-seq: {seq_text:?} is not a non-negative integer"))?;
+    let arch = match flags.take_str("--arch")? {
+        None => Arch::X86_64,
+        Some(text) => {
+            Arch::parse(&text).ok_or_else(|| format!("reading arguments: --arch: {text:?} is not x86_64 or aarch64"))?
+        }
+    };
+    let target = match flags.take_str("--target")?.as_deref() {
+        None | Some("B") | Some("ROOT-B") => disk::SLOTS[1],
+        Some("A") | Some("ROOT-A") => disk::SLOTS[0],
+        Some(other) => return Err(format!("reading arguments: --target: {other:?} is not A or B")),
+    };
+    let key_path = flags.path("--key")?;
+    let spec = bundle::BundleSpec {
+        init: flags.path("--init")?,
+        root,
+        modules_dir: flags.path("--modules-dir")?,
+        kconfig: flags.path("--kconfig")?,
+        fragment: flags.path("--fragment")?,
+        kernel: flags.path("--kernel")?,
+        stub: flags
+            .take("--stub")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| uki::DEFAULT_STUB.into()),
+        version: flags.take_str("--version")?.ok_or_else(|| missing("--version"))?,
+        version_seq,
+        arch,
+        handoff: flags
+            .take_str("--handoff")?
+            .unwrap_or_else(|| DEFAULT_HANDOFF.to_string()),
+        slot_size,
+        salt,
+        target,
+        append: flags.take_str("--append")?,
+        parts_dir: flags.take("--parts-dir").map(PathBuf::from),
+        out: flags.path("--out")?,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let key = assemble::read_signing_key(&key_path).map_err(|e| e.to_string())?;
+    let report = bundle::build_bundle(&spec, &key).map_err(|e| e.to_string())?;
+    let m = &report.manifest;
+    println!(
+        "version     {} (version_seq {}) {}",
+        m.version,
+        m.version_seq,
+        m.arch.name()
+    );
+    println!("target      {} ({})", m.target, spec.target.uki);
+    println!(
+        "uki         {} bytes, sha256 {}, {} chunks",
+        m.uki.size,
+        hex::encode(&m.uki.sha256),
+        m.uki.chunks.len()
+    );
+    println!(
+        "slot        {} bytes (data and tree {}, manifest area 65536), sha256 {}, {} chunks, root hash {}",
+        m.slot.digest.size,
+        m.slot.tree_end,
+        hex::encode(&m.slot.digest.sha256),
+        m.slot.digest.chunks.len(),
+        hex::encode(&m.slot.root_hash)
+    );
+    println!("signed by   {}", key.public_key().key_id());
+    println!("bundle      {} ({} bytes)", spec.out.display(), report.bundle_size);
     Ok(ExitCode::SUCCESS)
 }
 
