@@ -4,7 +4,7 @@
 //! per-step times and the scaling fit. Pure functions; `targets.rs` says
 //! where each target stands, `report.rs` and `svg.rs` render the result.
 
-use crate::boots::Init;
+use crate::boots::{Init, Root};
 use crate::hashing::{HashRuns, Tool};
 use crate::line::Outcome;
 use crate::sizes::{BinarySize, Breakdown};
@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     pub init: Init,
+    /// Where the root came from (runs before part 8 have none: initramfs).
+    #[serde(default)]
+    pub root: Root,
     pub mib: u64,
     pub image_bytes: u64,
     pub memory_mib: u32,
@@ -57,6 +60,9 @@ pub struct Raw {
     /// Sizes compared against busybox (part 1), and the extra scaling sizes.
     pub compare_mib: Vec<u64>,
     pub scale_mib: Vec<u64>,
+    /// Sizes also booted from a slot disk in both root modes (part 8).
+    #[serde(default)]
+    pub disk_mib: Vec<u64>,
     pub boots: Vec<BootRecord>,
     pub hash: Option<HashRuns>,
     pub binaries: Vec<BinarySize>,
@@ -91,16 +97,24 @@ impl Raw {
         of(self.boots.iter().filter_map(|b| b.host_load))
     }
 
-    /// The boots of one init and size, in run order.
+    /// The boots of one init and size from the initramfs, in run order.
     fn boots_of(&self, init: Init, mib: u64) -> Vec<&BootRecord> {
-        let mut v: Vec<&BootRecord> = self.boots.iter().filter(|b| b.init == init && b.mib == mib).collect();
+        self.boots_from(init, Root::Initramfs, mib)
+    }
+
+    fn boots_from(&self, init: Init, root: Root, mib: u64) -> Vec<&BootRecord> {
+        let of = |b: &&BootRecord| b.init == init && b.root == root && b.mib == mib;
+        let mut v: Vec<&BootRecord> = self.boots.iter().filter(of).collect();
         v.sort_by_key(|b| b.run);
         v
     }
 
-    /// basalt's reports, with the phase each was printed with.
+    /// basalt's reports from the initramfs, with the phase each was printed with.
     fn reports(&self) -> impl Iterator<Item = (&crate::line::BootReport, &crate::line::Phase)> {
-        let basalt = self.boots.iter().filter(|b| b.init == Init::Basalt);
+        let basalt = self
+            .boots
+            .iter()
+            .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs);
         basalt.filter_map(|b| Some((b.outcome.report.as_ref()?, &b.outcome.phase)))
     }
 }
@@ -214,7 +228,7 @@ pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
     let mut sizes: Vec<u64> = raw
         .boots
         .iter()
-        .filter(|b| b.init == Init::Basalt)
+        .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs)
         .map(|b| b.mib)
         .collect();
     sizes.sort_unstable();
@@ -323,6 +337,41 @@ pub fn scaling(raw: &Raw) -> Scaling {
     }
 }
 
+/// Part 8: one path at one size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathPoint {
+    pub init: Init,
+    pub root: Root,
+    pub size: Size,
+    pub phase: Summary,
+    /// Boot to `Run /init`.
+    pub kernel: Summary,
+}
+
+/// Part 8: every path booted at the disk sizes, path by path, then by size.
+pub fn disk_paths(raw: &Raw) -> Vec<PathPoint> {
+    let paths = [
+        (Init::Basalt, Root::Initramfs),
+        (Init::Busybox, Root::Initramfs),
+        (Init::Basalt, Root::Ram),
+        (Init::Basalt, Root::Disk),
+    ];
+    let point = |(init, root, mib): (Init, Root, u64)| {
+        let boots = raw.boots_from(init, root, mib);
+        Some(PathPoint {
+            init,
+            root,
+            size: Size::of(boots.first()?),
+            phase: of(boots.iter().map(|b| b.phase_ms()))?,
+            kernel: of(boots.iter().map(|b| ms(b.outcome.phase.run_init_us)))?,
+        })
+    };
+    let each = paths
+        .iter()
+        .flat_map(|&(i, r)| raw.disk_mib.iter().map(move |&m| (i, r, m)));
+    each.filter_map(point).collect()
+}
+
 /// Part 3, one tool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HashRow {
@@ -374,6 +423,7 @@ pub struct Analysis {
     pub edges: Option<Edges>,
     pub scaling: Scaling,
     pub hash: Vec<HashRow>,
+    pub disk: Vec<PathPoint>,
     pub agent: Option<AgentSummary>,
     /// basalt-init's VmHWM at the handoff, from part 1's boots.
     pub handoff_hwm_kib: Option<Summary>,
@@ -383,6 +433,13 @@ pub struct Analysis {
 impl Analysis {
     pub fn hash_of(&self, tool: Tool) -> Option<&HashRow> {
         self.hash.iter().find(|r| r.tool == tool)
+    }
+
+    /// Part 8's figures for one path at one size.
+    pub fn path_at(&self, init: Init, root: Root, mib: u64) -> Option<&PathPoint> {
+        self.disk
+            .iter()
+            .find(|p| (p.init, p.root, p.size.mib) == (init, root, mib))
     }
 }
 
@@ -405,6 +462,7 @@ pub fn analyse(raw: &Raw) -> Analysis {
         edges: edges(raw),
         scaling: scaling(raw),
         hash: raw.hash.as_ref().map(hash_rows).unwrap_or_default(),
+        disk: disk_paths(raw),
         agent,
         handoff_hwm_kib: of(basalt.filter_map(|b| b.outcome.phase.pid1_hwm_kib.map(|k| k as f64))),
         targets: Vec::new(),
@@ -420,7 +478,12 @@ pub mod tests_support {
     use crate::line::{BootReport, Phase, Step};
 
     pub fn boot(init: Init, mib: u64, run: usize, phase_ms: u64, verify_ms: u64) -> BootRecord {
-        let run_init = 5_000_000;
+        boot_from(init, Root::Initramfs, mib, run, phase_ms, verify_ms)
+    }
+
+    pub fn boot_from(init: Init, root: Root, mib: u64, run: usize, phase_ms: u64, verify_ms: u64) -> BootRecord {
+        // The kernel takes 5 s to /init from the initramfs, 4 s beside a disk.
+        let run_init = if root == Root::Initramfs { 5_000_000 } else { 4_000_000 };
         let handoff = run_init + phase_ms * 1000;
         let step = |name: &str, start: u64, duration_us: u64| Step {
             name: name.into(),
@@ -454,6 +517,7 @@ pub mod tests_support {
         };
         BootRecord {
             init,
+            root,
             mib,
             image_bytes: mib << 20,
             memory_mib: 512,
@@ -462,6 +526,20 @@ pub mod tests_support {
             wall_s: 10.0,
             host_load: Some(1.5),
         }
+    }
+
+    /// The sample, plus slot-disk boots at 64 MiB and 1 GiB: ram mode
+    /// 950 ms and 1500 ms, disk mode 400 ms at both.
+    pub fn disk_raw() -> Raw {
+        let mut raw = sample_raw();
+        for run in 0..5 {
+            for (mib, ram) in [(64, 950), (1024, 1500)] {
+                raw.boots.push(boot_from(Init::Basalt, Root::Ram, mib, run, ram, 0));
+                raw.boots.push(boot_from(Init::Basalt, Root::Disk, mib, run, 400, 0));
+            }
+        }
+        raw.disk_mib = vec![64, 1024];
+        raw
     }
 
     pub fn sample_raw() -> Raw {
