@@ -7,7 +7,7 @@
 
 use crate::boots::{Init, Root, CMDLINE};
 use crate::hashing::Tool;
-use crate::results::{Analysis, Raw, Size};
+use crate::results::{AgentSummary, Analysis, Floor, PersistedSummary, Raw, Size};
 use crate::sizes::Breakdown;
 use crate::table::{fmt_kib, fmt_mib, fmt_ms, fmt_summary, Cell, Table, Unit};
 use crate::targets::Status;
@@ -38,6 +38,11 @@ const PART8: &str = "The same root images, also written by `basalt-mkimage disk`
                      the partition into RAM and runs verity over the copy; `basalt.root=disk` runs verity on the \
                      partition. The initramfs rows are parts 1 and 7's boots at the same sizes. Kernel: boot to \
                      `Run /init`; the phase: as in part 1.";
+const PERSISTED: &str = "With persistence (issue 12): each run also boots a node with a fresh STATE disk (a GPT \
+                         with one STATE partition, writable, on virtio-blk), applies the same config, then boots \
+                         that node again on the same disk with no apply. The runs above use `basalt.state=none`. \
+                         Boot → kubelet running is timed on the host from starting QEMU, polling `status` every \
+                         200 ms until the agent answers, then back to back.";
 const PART7: &str = "basalt-init only. Kernel: boot to `Run /init` (the kernel unpacking the initramfs), not part of \
                      the phase.";
 
@@ -370,7 +375,62 @@ fn part6(raw: &Raw, a: &Analysis) -> Vec<Block> {
         ]);
     }
     let method = raw.agent.as_ref().map(|x| x.method.as_str()).filter(|m| !m.is_empty());
-    std::iter::once(Block::Table(t)).chain(method.map(text)).collect()
+    let mut blocks: Vec<Block> = std::iter::once(Block::Table(t)).chain(method.map(text)).collect();
+    if let Some(p) = &s.persisted {
+        blocks.extend(persisted(s, p, a.floor.as_ref()));
+    }
+    blocks
+}
+
+/// Issue 12's figures: the same apply with a STATE disk, the node booted
+/// again on it, and the floor.
+fn persisted(s: &AgentSummary, p: &PersistedSummary, floor: Option<&Floor>) -> Vec<Block> {
+    let mut t = Table::new(&[("Measure", Unit::Text), ("ms", Unit::Ms)]);
+    let rows = [
+        ("Apply → ack (`basaltctl apply` returns), `basalt.state=none`", s.ack_ms),
+        ("Apply → ack, STATE disk attached", Some(p.ack_ms)),
+        (
+            "In the guest, apply → kubelet exec, STATE disk attached",
+            Some(p.apply_to_exec_ms),
+        ),
+        (
+            "Boot → kubelet running: boot, then a manual apply",
+            s.boot_to_running_ms,
+        ),
+        (
+            "Boot → kubelet running: the persisted config, no apply",
+            Some(p.boot_to_running_ms),
+        ),
+    ];
+    for (name, x) in rows {
+        t.row(vec![name.into(), x.into()]);
+    }
+    for (name, x) in &p.stages_ms {
+        t.row(vec![
+            format!("STATE disk attached, stage `{name}`").into(),
+            Cell::Summary(*x),
+        ]);
+    }
+    let mut blocks = vec![text(PERSISTED), Block::Table(t)];
+    if let Some(r) = p.ack_ratio {
+        blocks.push(text(format!(
+            "With persistence the ack takes **{r:.2}×** the same apply without it."
+        )));
+    }
+    if let Some(f) = floor {
+        blocks.push(text(format!(
+            "The floor, from this run: signature check {} ms (basalt-init's manifest step, part 2) + spawn {} ms \
+             (basalt-init spawning the handoff program until its first line, part 2) + one flushed write {} ms \
+             (the agent's `persist` stage: one STATE record written and fdatasync'd) = {} ms; the persisted \
+             apply → exec is **{:.2}×** that.",
+            fmt_ms(f.signature_ms),
+            fmt_ms(f.spawn_ms),
+            fmt_ms(f.flushed_write_ms),
+            fmt_ms(f.total_ms),
+            f.ratio
+        )));
+    }
+    blocks
 }
 
 fn part7(a: &Analysis) -> Vec<Block> {

@@ -44,6 +44,26 @@ pub struct AgentRuns {
     pub stages_ms: Vec<(String, Vec<f64>)>,
     /// How the end-to-end time was taken (transport, polling).
     pub method: String,
+    /// `basaltctl apply` start → it returned: the agent's ok.
+    #[serde(default)]
+    pub ack_ms: Vec<f64>,
+    /// VM start → kubelet running, through a manual apply.
+    #[serde(default)]
+    pub boot_to_running_ms: Vec<f64>,
+    /// The same apply with a STATE disk attached (runs before issue 12's
+    /// part have none; those ran without persistence too).
+    #[serde(default)]
+    pub persisted: Option<Persisted>,
+}
+
+/// The apply with persistence, and the node booted again on its STATE disk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub ack_ms: Vec<f64>,
+    pub apply_to_exec_ms: Vec<f64>,
+    pub stages_ms: Vec<(String, Vec<f64>)>,
+    /// VM start → kubelet running on the persisted config, no apply.
+    pub boot_to_running_ms: Vec<f64>,
 }
 
 /// Everything measured, before analysis.
@@ -413,6 +433,82 @@ pub struct AgentSummary {
     pub apply_to_exec_ms: Option<Summary>,
     pub end_to_end_ms: Option<Summary>,
     pub stages_ms: Vec<(String, Summary)>,
+    pub ack_ms: Option<Summary>,
+    pub boot_to_running_ms: Option<Summary>,
+    pub persisted: Option<PersistedSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersistedSummary {
+    pub ack_ms: Summary,
+    pub apply_to_exec_ms: Summary,
+    pub stages_ms: Vec<(String, Summary)>,
+    pub boot_to_running_ms: Summary,
+    /// ack with persistence / ack without, at the medians.
+    pub ack_ratio: Option<f64>,
+}
+
+fn stage_summaries(stages: &[(String, Vec<f64>)]) -> Vec<(String, Summary)> {
+    stages
+        .iter()
+        .filter_map(|(n, v)| Some((n.clone(), Summary::of(v)?)))
+        .collect()
+}
+
+fn agent_summary(a: &AgentRuns) -> AgentSummary {
+    let ack_ms = Summary::of(&a.ack_ms);
+    let persisted = a.persisted.as_ref().and_then(|p| {
+        let with = Summary::of(&p.ack_ms)?;
+        Some(PersistedSummary {
+            ack_ms: with,
+            apply_to_exec_ms: Summary::of(&p.apply_to_exec_ms)?,
+            stages_ms: stage_summaries(&p.stages_ms),
+            boot_to_running_ms: Summary::of(&p.boot_to_running_ms)?,
+            ack_ratio: ack_ms.map(|without| with.median / without.median),
+        })
+    });
+    AgentSummary {
+        init_hwm_kib: Summary::of(&a.init_hwm_kib),
+        agent_hwm_kib: Summary::of(&a.agent_hwm_kib),
+        apply_to_exec_ms: Summary::of(&a.apply_to_exec_ms),
+        end_to_end_ms: Summary::of(&a.end_to_end_ms),
+        stages_ms: stage_summaries(&a.stages_ms),
+        ack_ms,
+        boot_to_running_ms: Summary::of(&a.boot_to_running_ms),
+        persisted,
+    }
+}
+
+/// Issue 12's floor for an apply: one signature check, one program
+/// start and one flushed write, each as measured in this run (medians).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Floor {
+    /// basalt-init's manifest step at the smallest size: reading the signed
+    /// manifest and checking its Ed25519 signature (part 2).
+    pub signature_ms: f64,
+    /// basalt-init spawning the handoff program until its first line (part 2).
+    pub spawn_ms: f64,
+    /// The agent's `persist` stage: one STATE record written and flushed.
+    pub flushed_write_ms: f64,
+    pub total_ms: f64,
+    /// The persisted apply→exec over `total_ms`.
+    pub ratio: f64,
+}
+
+pub fn floor(a: &Analysis) -> Option<Floor> {
+    let manifest = a.steps.iter().find(|s| s.name == "manifest")?;
+    let signature_ms = manifest.per_size.first()?.duration_ms.median;
+    let spawn_ms = a.edges.as_ref()?.spawn_to_handoff_ms.median;
+    let p = a.agent.as_ref()?.persisted.as_ref()?;
+    let flushed_write_ms = p.stages_ms.iter().find(|(n, _)| n == "persist")?.1.median;
+    let total_ms = signature_ms + spawn_ms + flushed_write_ms;
+    Some(Floor {
+        signature_ms,
+        spawn_ms,
+        flushed_write_ms,
+        total_ms,
+        ratio: p.apply_to_exec_ms.median / total_ms,
+    })
 }
 
 /// Everything the reports show.
@@ -425,6 +521,7 @@ pub struct Analysis {
     pub hash: Vec<HashRow>,
     pub disk: Vec<PathPoint>,
     pub agent: Option<AgentSummary>,
+    pub floor: Option<Floor>,
     /// basalt-init's VmHWM at the handoff, from part 1's boots.
     pub handoff_hwm_kib: Option<Summary>,
     pub targets: Vec<crate::targets::Target>,
@@ -444,17 +541,7 @@ impl Analysis {
 }
 
 pub fn analyse(raw: &Raw) -> Analysis {
-    let agent = raw.agent.as_ref().map(|a| AgentSummary {
-        init_hwm_kib: Summary::of(&a.init_hwm_kib),
-        agent_hwm_kib: Summary::of(&a.agent_hwm_kib),
-        apply_to_exec_ms: Summary::of(&a.apply_to_exec_ms),
-        end_to_end_ms: Summary::of(&a.end_to_end_ms),
-        stages_ms: a
-            .stages_ms
-            .iter()
-            .filter_map(|(n, v)| Some((n.clone(), Summary::of(v)?)))
-            .collect(),
-    });
+    let agent = raw.agent.as_ref().map(agent_summary);
     let basalt = raw.boots.iter().filter(|b| b.init == Init::Basalt);
     let mut a = Analysis {
         comparisons: comparisons(raw),
@@ -464,9 +551,11 @@ pub fn analyse(raw: &Raw) -> Analysis {
         hash: raw.hash.as_ref().map(hash_rows).unwrap_or_default(),
         disk: disk_paths(raw),
         agent,
+        floor: None,
         handoff_hwm_kib: of(basalt.filter_map(|b| b.outcome.phase.pid1_hwm_kib.map(|k| k as f64))),
         targets: Vec::new(),
     };
+    a.floor = floor(&a);
     a.targets = crate::targets::targets(raw, &a);
     a
 }
