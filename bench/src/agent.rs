@@ -16,7 +16,7 @@
 
 use crate::boots::CMDLINE;
 use crate::error::{io_err, missing, run, BenchError};
-use crate::results::AgentRuns;
+use crate::results::{AgentRuns, Persisted};
 use basalt_qemu::{AccelChoice, Vm, VmConfig, DEFAULT_GUEST_CID};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -74,7 +74,7 @@ pub fn bench_config(node: &str) -> String {
 
 /// The stages the agent splits an apply into (`status.config.stages_ms`,
 /// docs/protocol.md), in the order they run.
-pub const STAGES: &[&str] = &["read", "verify", "validate", "files", "state", "spawn"];
+pub const STAGES: &[&str] = &["read", "verify", "validate", "files", "state", "persist", "spawn"];
 
 /// The parts of a `status` result this benchmark reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -133,8 +133,39 @@ fn ctl(program: &Path, endpoint: &str, args: &[&str]) -> Result<String, String> 
     run(Command::new(program).arg("--endpoint").arg(endpoint).args(args)).map_err(|e| e.to_string())
 }
 
-/// Boots `runs` fresh nodes and applies the bench config to each; the
-/// accelerator they ran under.
+/// One node's apply, as `apply` reads it.
+struct Applied {
+    status: Status,
+    /// VM start → the kubelet reported running.
+    boot_to_running: Duration,
+    /// `basaltctl apply` start → kubelet running.
+    end_to_end: Duration,
+    /// `basaltctl apply` start → it returned (the agent's ok).
+    ack: Duration,
+    accel: AccelChoice,
+}
+
+fn need(v: Option<f64>, what: &str, run: usize) -> Result<f64, BenchError> {
+    v.ok_or_else(|| BenchError::Agent {
+        op: format!("agent run {}", run + 1),
+        why: format!("status has no {what}"),
+    })
+}
+
+/// Adds one apply's stages to the samples, stage by stage.
+fn push_stages(into: &mut Vec<(String, Vec<f64>)>, status: &Status) {
+    for (name, ms) in status.stages() {
+        match into.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(ms),
+            None => into.push((name, vec![ms])),
+        }
+    }
+}
+
+/// Boots `runs` fresh nodes without persistence (`basalt.state=none`) and
+/// applies the bench config to each; then `runs` more with a fresh STATE
+/// disk, applies the same config, and boots each of those again on its
+/// STATE disk with no apply. The accelerator they ran under.
 pub fn measure(
     build: &Path,
     dir: &Path,
@@ -149,69 +180,93 @@ pub fn measure(
         method: METHOD.into(),
         ..AgentRuns::default()
     };
+    let mut persisted = Persisted::default();
     let mut accel = None;
     for run in 0..runs {
-        let (status, end_to_end, applied, choice) = apply_once(build, &work, &config_path, run)?;
-        let need = |v: Option<f64>, what: &str| {
-            v.ok_or_else(|| BenchError::Agent {
-                op: format!("agent run {}", run + 1),
-                why: format!("status has no {what}"),
-            })
-        };
+        let plain = apply_once(build, &work, Some(&config_path), None, run)?;
+        let status = &plain.status;
         let apply_ms = need(
             status.apply_to_exec_ms.get(SERVICE).copied(),
             "apply_to_exec_ms.kubelet",
+            run,
         )?;
-        let (agent_kib, init_kib) = (
-            need(status.agent_peak_rss_kib, "agent_peak_rss_kib")?,
-            need(status.init_peak_rss_kib, "init_peak_rss_kib")?,
-        );
+        let agent_kib = need(status.agent_peak_rss_kib, "agent_peak_rss_kib", run)?;
+        let init_kib = need(status.init_peak_rss_kib, "init_peak_rss_kib", run)?;
         out.apply_to_exec_ms.push(apply_ms);
         out.agent_hwm_kib.push(agent_kib);
         out.init_hwm_kib.push(init_kib);
-        out.end_to_end_ms.push(end_to_end.as_secs_f64() * 1e3);
-        for (name, ms) in status.stages() {
-            match out.stages_ms.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, v)) => v.push(ms),
-                None => out.stages_ms.push((name, vec![ms])),
-            }
-        }
+        out.end_to_end_ms.push(plain.end_to_end.as_secs_f64() * 1e3);
+        out.ack_ms.push(plain.ack.as_secs_f64() * 1e3);
+        out.boot_to_running_ms.push(plain.boot_to_running.as_secs_f64() * 1e3);
+        push_stages(&mut out.stages_ms, status);
+
+        let disk = work.join(format!("state-{run}.img"));
+        basalt_tests::state_disk(&disk, 16);
+        let with = apply_once(build, &work, Some(&config_path), Some(&disk), run)?;
+        let again = apply_once(build, &work, None, Some(&disk), run)?;
+        let _ = std::fs::remove_file(&disk);
+        let exec_ms = need(
+            with.status.apply_to_exec_ms.get(SERVICE).copied(),
+            "apply_to_exec_ms.kubelet",
+            run,
+        )?;
+        persisted.apply_to_exec_ms.push(exec_ms);
+        persisted.ack_ms.push(with.ack.as_secs_f64() * 1e3);
+        persisted
+            .boot_to_running_ms
+            .push(again.boot_to_running.as_secs_f64() * 1e3);
+        push_stages(&mut persisted.stages_ms, &with.status);
         progress(&format!(
-            "agent run {}/{runs}: apply returned in {:.0} ms, kubelet running after {:.0} ms; in the guest \
-             apply→exec {apply_ms:.1} ms; VmHWM agent {agent_kib} KiB, init {init_kib} KiB",
+            "agent run {}/{runs}: ack {:.0} ms without persistence, {:.0} ms with; apply→exec {apply_ms:.1} ms \
+             and {exec_ms:.1} ms; boot to kubelet {:.0} ms with a manual apply, {:.0} ms on the persisted config; \
+             VmHWM agent {agent_kib} KiB, init {init_kib} KiB",
             run + 1,
-            applied.as_secs_f64() * 1e3,
-            end_to_end.as_secs_f64() * 1e3,
+            plain.ack.as_secs_f64() * 1e3,
+            with.ack.as_secs_f64() * 1e3,
+            plain.boot_to_running.as_secs_f64() * 1e3,
+            again.boot_to_running.as_secs_f64() * 1e3,
         ));
-        accel = Some(choice);
+        accel = Some(plain.accel);
     }
+    out.persisted = Some(persisted);
     Ok((out, accel))
 }
 
-/// Boots a fresh node, waits for its agent, applies the config and polls
-/// until the kubelet runs: that status, the time to it and to `apply`
-/// returning. The VM is stopped on return.
+/// Boots a fresh node (on `state`, a STATE disk, or with
+/// `basalt.state=none`), waits for its agent, applies `config` if given,
+/// and polls until the kubelet runs. The VM is stopped on return.
 fn apply_once(
     build: &Path,
     work: &Path,
-    config: &Path,
+    config: Option<&Path>,
+    state: Option<&Path>,
     run: usize,
-) -> Result<(Status, Duration, Duration, AccelChoice), BenchError> {
-    let log = work.join(format!("agent-{run}.log"));
+) -> Result<Applied, BenchError> {
+    let name = match (state, config) {
+        (None, _) => format!("agent-{run}"),
+        (Some(_), Some(_)) => format!("agent-state-{run}"),
+        (Some(_), None) => format!("agent-state-{run}-reboot"),
+    };
+    let log = work.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log);
     let initramfs = build.join("initramfs.img");
-    let cfg = VmConfig::new(build.join("vmlinuz"))
+    let mut cfg = VmConfig::new(build.join("vmlinuz"))
         .initrd(&initramfs)
         .append(CMDLINE)
         .append(&format!("basalt.node={NODE}"))
         .vsock(DEFAULT_GUEST_CID)
         .console_log(&log)
-        .work_dir(work.join(format!("vm-{run}")))
+        .work_dir(work.join(format!("vm-{name}")))
         .accel_cache(build.join("qemu-accel"));
+    cfg = match state {
+        Some(disk) => cfg.writable_disk(disk),
+        None => cfg.append("basalt.state=none"),
+    };
     let fail = |why: String| BenchError::Agent {
-        op: format!("agent run {}", run + 1),
+        op: format!("agent run {} ({name})", run + 1),
         why: format!("{why} (console: {})", log.display()),
     };
+    let booted = Instant::now();
     let vm = Vm::start(cfg).map_err(|source| BenchError::Vm {
         what: format!("boot {}", initramfs.display()),
         source,
@@ -221,15 +276,25 @@ fn apply_once(
     let basaltctl = build.join("bin/basaltctl");
     let status = || parse_status(&ctl(&basaltctl, &endpoint, &["--json", "status"])?);
     wait_for_agent(&vm, &status).map_err(fail)?;
-    let (config, key) = (config.display().to_string(), build.join("keys/config.key"));
-    let key = key.display().to_string();
+    let key = build.join("keys/config.key").display().to_string();
     let t0 = Instant::now();
-    ctl(&basaltctl, &endpoint, &["apply", &config, "--key", &key]).map_err(fail)?;
-    let applied = t0.elapsed();
+    if let Some(config) = config {
+        let config = config.display().to_string();
+        ctl(&basaltctl, &endpoint, &["apply", &config, "--key", &key]).map_err(fail)?;
+    }
+    let ack = t0.elapsed();
     loop {
         let s = status().map_err(fail)?;
         if s.running() {
-            return Ok((s, t0.elapsed(), applied, vm.accel().clone()));
+            let (end_to_end, boot_to_running) = (t0.elapsed(), booted.elapsed());
+            let accel = vm.accel().clone();
+            return Ok(Applied {
+                status: s,
+                boot_to_running,
+                end_to_end,
+                ack,
+                accel,
+            });
         }
         if t0.elapsed() >= RUNNING {
             return Err(fail(format!(

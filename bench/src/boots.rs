@@ -25,6 +25,47 @@ impl Init {
     }
 }
 
+/// Where basalt-init finds the root image: in the initramfs (today's
+/// path, and the baseline's), or in ROOT-A of a GPT disk on virtio-blk
+/// through dm-verity, copied into RAM first (`basalt.root=ram`) or read in
+/// place (`basalt.root=disk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Root {
+    #[default]
+    Initramfs,
+    Ram,
+    Disk,
+}
+
+impl Root {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Root::Initramfs => "initramfs",
+            Root::Ram => "ram",
+            Root::Disk => "disk",
+        }
+    }
+
+    /// What the boot adds to [`CMDLINE`].
+    pub fn cmdline(self) -> &'static str {
+        match self {
+            Root::Initramfs => "",
+            Root::Ram => "basalt.image=partlabel:ROOT-A basalt.root=ram",
+            Root::Disk => "basalt.image=partlabel:ROOT-A basalt.root=disk",
+        }
+    }
+
+    pub fn label(self, init: Init) -> &'static str {
+        match (self, init) {
+            (Root::Initramfs, Init::Basalt) => "basalt, initramfs",
+            (Root::Initramfs, Init::Busybox) => "busybox, initramfs",
+            (Root::Ram, _) => "basalt, disk, ram mode",
+            (Root::Disk, _) => "basalt, disk, disk mode",
+        }
+    }
+}
+
 /// The same command line for both inits. basalt.* keys mean nothing to
 /// the baseline (the kernel keeps dotted keys from init's environment).
 pub const CMDLINE: &str = "quiet basalt.on_error=poweroff basalt.error_delay=0";
@@ -34,6 +75,10 @@ pub const CMDLINE: &str = "quiet basalt.on_error=poweroff basalt.error_delay=0";
 pub struct BootPlan {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The slot disk, attached read-only on virtio-blk, and what the
+    /// command line adds for it.
+    pub disk: Option<PathBuf>,
+    pub append: &'static str,
     pub memory_mib: u32,
     pub log: PathBuf,
     pub accel_cache: PathBuf,
@@ -53,12 +98,15 @@ pub struct Booted {
 pub fn boot(plan: &BootPlan) -> Result<Booted, BenchError> {
     let _ = std::fs::remove_file(&plan.log);
     let what = format!("boot {}", plan.initrd.display());
-    let cfg = VmConfig::new(&plan.kernel)
+    let mut cfg = VmConfig::new(&plan.kernel)
         .initrd(&plan.initrd)
         .append(CMDLINE)
         .memory_mib(plan.memory_mib)
         .console_log(&plan.log)
         .accel_cache(&plan.accel_cache);
+    if let Some(disk) = &plan.disk {
+        cfg = cfg.disk(disk).append(plan.append);
+    }
     let started = Instant::now();
     let vm = Vm::start(cfg).map_err(|source| BenchError::Vm {
         what: what.clone(),
@@ -102,8 +150,8 @@ pub fn timeout_for(image_bytes: u64) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(image_bytes / (1 << 20) * 500)
 }
 
-pub fn log_path(dir: &Path, init: Init, image_mib: u64, run: usize) -> PathBuf {
-    dir.join(format!("{}-{image_mib}m-{run}.log", init.as_str()))
+pub fn log_path(dir: &Path, init: Init, root: Root, image_mib: u64, run: usize) -> PathBuf {
+    dir.join(format!("{}-{}-{image_mib}m-{run}.log", init.as_str(), root.as_str()))
 }
 
 #[cfg(test)]

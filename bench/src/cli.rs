@@ -3,7 +3,7 @@
 //! what the Makefile would pass. [`TAKES`] lists the options each command
 //! takes; [`USAGE`] says what they are.
 
-use crate::boots::Init;
+use crate::boots::{Init, Root};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ pub const USAGE: &str = "usage:
   basalt-bench run --build DIR --handoff FILE --fragment FILE [options]
       runs the suite and writes results.md, results.json, timeline.svg and
       scaling.svg into --out (default: bench)
-  basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB
+  basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB [--root R]
       builds one image and boots it once (for debugging the suite)
   basalt-bench render --json FILE [--out DIR]
       writes results.md, results.json, timeline.svg and scaling.svg again
@@ -27,6 +27,7 @@ options:
   --busybox FILE      a static busybox (default: /bin/busybox)
   --init NAME         boot: basalt or busybox
   --size MiB          boot: the image size (default: 64)
+  --root R            boot: initramfs, or ram or disk (a slot disk in that root mode; default: initramfs)
   --json FILE         render: the results.json to read
   --out DIR           where the results go (default: bench)
   --runs N            boots per init per image size, alternating (default: 5, at least 5)
@@ -34,7 +35,7 @@ options:
   --hash-rounds N     rounds of the hashing comparison (default: 5)
   --hash-mib N        size of the hashed file (default: 1024)
   --agent-runs N      fresh nodes configured for parts 5 and 6 (default: 5)
-  --parts LIST        comma-separated subset of: boot,hash,sizes,agent (default: all)
+  --parts LIST        comma-separated subset of: boot,disk,hash,sizes,agent (default: all)
   --sizes LIST        boot only these image sizes, MiB, of 64,256,512,1024 (default: all)";
 
 const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
@@ -45,7 +46,7 @@ const RUN: &str = "--out --runs --scale-runs --hash-rounds --hash-mib --agent-ru
 const TAKES: [(&str, &[&str]); 4] = [
     ("help", &[]),
     ("run", &[PATHS, RUN]),
-    ("boot", &[PATHS, "--init --size"]),
+    ("boot", &[PATHS, "--init --size --root"]),
     ("render", &["--json --out"]),
 ];
 
@@ -63,11 +64,13 @@ pub struct RenderOptions {
     pub out: PathBuf,
 }
 
-/// The parts of the suite `--parts` selects: 1, 2 and 7 (the boots), 3
-/// (hashing), 4 (sizes), 5 and 6 (the agent's memory and apply latency).
+/// The parts of the suite `--parts` selects: 1, 2 and 7 (the boots), 8
+/// (the slot disk's boots), 3 (hashing), 4 (sizes), 5 and 6 (the agent's
+/// memory and apply latency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parts {
     pub boot: bool,
+    pub disk: bool,
     pub hash: bool,
     pub sizes: bool,
     pub agent: bool,
@@ -101,6 +104,7 @@ pub struct RunOptions {
 pub struct BootOptions {
     pub paths: Paths,
     pub init: Init,
+    pub root: Root,
     pub size_mib: u64,
 }
 
@@ -182,7 +186,7 @@ impl Flags {
             hash_rounds: self.count("--hash-rounds", 5)?,
             hash_mib: self.count("--hash-mib", 1024)? as u64,
             agent_runs: self.count("--agent-runs", 5)?,
-            parts: parse_parts(&self.get("--parts").unwrap_or("boot,hash,sizes,agent".into()))?,
+            parts: parse_parts(&self.get("--parts").unwrap_or(ALL_PARTS.join(",")))?,
             sizes: parse_sizes(&self.get("--sizes").unwrap_or("64,256,512,1024".into()))?,
         })
     }
@@ -194,8 +198,22 @@ impl Flags {
             Some(other) => return Err(format!("--init {other:?}: basalt or busybox")),
             None => return Err("--init is required".into()),
         };
+        let root = match self.get("--root").as_deref() {
+            None | Some("initramfs") => Root::Initramfs,
+            Some("ram") => Root::Ram,
+            Some("disk") => Root::Disk,
+            Some(other) => return Err(format!("--root {other:?}: initramfs, ram or disk")),
+        };
+        if init == Init::Busybox && root != Root::Initramfs {
+            return Err("--root: the busybox baseline boots from the initramfs only".into());
+        }
         let (paths, size_mib) = (self.paths()?, self.number("--size", 64)?);
-        Ok(BootOptions { paths, init, size_mib })
+        Ok(BootOptions {
+            paths,
+            init,
+            root,
+            size_mib,
+        })
     }
 }
 
@@ -227,8 +245,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
 
 pub fn parse_parts(list: &str) -> Result<Parts, String> {
     let names: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    if let Some(other) = names.iter().find(|n| !["boot", "hash", "sizes", "agent"].contains(n)) {
-        return Err(format!("--parts: unknown part {other:?} (boot, hash, sizes, agent)"));
+    if let Some(other) = names.iter().find(|n| !ALL_PARTS.contains(n)) {
+        return Err(format!("--parts: unknown part {other:?} ({})", ALL_PARTS.join(", ")));
     }
     if names.is_empty() {
         return Err("--parts: no part named".into());
@@ -236,6 +254,7 @@ pub fn parse_parts(list: &str) -> Result<Parts, String> {
     let has = |part: &str| names.contains(&part);
     Ok(Parts {
         boot: has("boot"),
+        disk: has("disk"),
         hash: has("hash"),
         sizes: has("sizes"),
         agent: has("agent"),
@@ -249,6 +268,9 @@ pub fn parse_sizes(list: &str) -> Result<Vec<u64>, String> {
     let sizes: Option<Vec<u64>> = sizes.collect();
     sizes.ok_or_else(|| format!("--sizes {list:?}: MiB, each one of 64, 256, 512, 1024"))
 }
+
+/// Every part `--parts` names.
+const ALL_PARTS: [&str; 5] = ["boot", "disk", "hash", "sizes", "agent"];
 
 /// Every image size the suite boots.
 const ALL_MIB: [u64; 4] = [64, 256, 512, 1024];
@@ -274,9 +296,9 @@ mod tests {
         let numbers = (o.runs, o.scale_runs, o.hash_rounds, o.hash_mib, o.agent_runs);
         assert_eq!(numbers, (5, 3, 5, 1024, 5));
         assert_eq!(o.out, PathBuf::from("bench"));
-        assert_eq!(o.parts, parse_parts("boot,hash,sizes,agent").unwrap());
+        assert_eq!(o.parts, parse_parts("boot,disk,hash,sizes,agent").unwrap());
         assert_eq!(o.sizes, [64, 256, 512, 1024]);
-        assert!(o.parts.boot && o.parts.hash && o.parts.sizes && o.parts.agent);
+        assert!(o.parts.boot && o.parts.disk && o.parts.hash && o.parts.sizes && o.parts.agent);
 
         let line =
             format!("run {BASE} --runs 7 --scale-runs 0 --parts hash,sizes --out /o --modules-dir /m --sizes 64");
@@ -284,7 +306,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!((o.runs, o.scale_runs, o.sizes), (7, 1, vec![64]));
-        assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.agent);
+        assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.disk && !o.parts.agent);
         assert_eq!((o.paths.modules_dir, o.out), (PathBuf::from("/m"), PathBuf::from("/o")));
     }
 
@@ -292,7 +314,10 @@ mod tests {
     fn boot_and_render_commands() {
         let got = parse(args(&format!("boot {BASE} --init busybox --size 512"))).unwrap();
         let Command::Boot(o) = got else { panic!("not boot") };
-        assert_eq!((o.init, o.size_mib), (Init::Busybox, 512));
+        assert_eq!((o.init, o.root, o.size_mib), (Init::Busybox, Root::Initramfs, 512));
+        let got = parse(args(&format!("boot {BASE} --init basalt --root disk"))).unwrap();
+        let Command::Boot(o) = got else { panic!("not boot") };
+        assert_eq!((o.init, o.root, o.size_mib), (Init::Basalt, Root::Disk, 64));
         let got = parse(args("render --json /r.json --out /o")).unwrap();
         let want = RenderOptions {
             json: "/r.json".into(),
@@ -327,6 +352,14 @@ mod tests {
             (&format!("run {BASE} stray"), "unexpected argument \"stray\""),
             (&format!("boot {BASE} --init systemd"), "--init \"systemd\""),
             (&format!("boot {BASE}"), "--init is required"),
+            (
+                &format!("boot {BASE} --init basalt --root nfs"),
+                "--root \"nfs\": initramfs, ram or disk",
+            ),
+            (
+                &format!("boot {BASE} --init busybox --root ram"),
+                "from the initramfs only",
+            ),
             ("render --out /o", "--json is required"),
         ];
         for (line, needle) in cases {

@@ -34,6 +34,10 @@ pub enum BenchError {
         what: String,
         source: basalt_mkimage::cpio::CpioError,
     },
+    Disk {
+        what: String,
+        source: basalt_mkimage::disk::DiskError,
+    },
     Vm {
         what: String,
         source: basalt_qemu::QemuError,
@@ -73,6 +77,7 @@ impl fmt::Display for BenchError {
             BenchError::Squashfs(e) => write!(f, "{e}"),
             BenchError::Mkimage { what, source } => write!(f, "building {what}: {source}"),
             BenchError::Cpio { what, source } => write!(f, "packing {what}: {source}"),
+            BenchError::Disk { what, source } => write!(f, "building {what}: {source}"),
             BenchError::Vm { what, source } => write!(f, "{what}: {source}"),
             BenchError::Boot { what, why, log } => {
                 write!(f, "{what}: {why} (console: {})", log.display())

@@ -89,6 +89,8 @@ pub struct BuildInputs {
     pub kconfig: PathBuf,
     pub fragment: PathBuf,
     pub image_key: PathBuf,
+    /// The kernel, for the slot disk's UKIs.
+    pub kernel: PathBuf,
 }
 
 /// basalt's initramfs around `image`, exactly as `make image` builds one
@@ -115,6 +117,56 @@ pub fn basalt_initramfs(inputs: &BuildInputs, image: &Path, out: &Path) -> Resul
         source_date_epoch: None,
     };
     basalt_mkimage::build(&spec, &key).map_err(|source| BenchError::Mkimage { what, source })
+}
+
+/// The smallest slot that holds `image_bytes` of SquashFS, its hash tree
+/// and the manifest area, in whole MiB.
+pub fn slot_size_for(image_bytes: u64) -> u64 {
+    use basalt_common::disk::{slot::AREA_SIZE, verity};
+    let blocks = verity::data_blocks(image_bytes);
+    let need = (blocks + verity::hash_blocks(blocks)) * verity::BLOCK_SIZE as u64 + AREA_SIZE;
+    need.div_ceil(1 << 20) << 20
+}
+
+/// `basalt-mkimage disk` around `image`, as `make disk` builds one except
+/// for the handoff (the fixture) and the slot size (just enough). Returns
+/// the small initramfs the UKIs carry, kept in `parts`: the boots load it
+/// with `-kernel/-initrd` beside the disk, as tests/tests/verity.rs does,
+/// so that no firmware time is counted.
+pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -> Result<PathBuf, BenchError> {
+    use basalt_mkimage::disk::{self, DiskSpec, DEFAULT_ESP_SIZE, DEFAULT_STATE_SIZE};
+    let what = out.display().to_string();
+    let fail = |what: &str| {
+        let what = what.to_string();
+        move |source| BenchError::Disk { what, source }
+    };
+    let key = basalt_mkimage::assemble::read_signing_key(&inputs.image_key).map_err(|source| BenchError::Mkimage {
+        what: what.clone(),
+        source,
+    })?;
+    let spec = DiskSpec {
+        init: inputs.init.clone(),
+        root: RootSource::Squashfs(image.to_path_buf()),
+        modules_dir: inputs.modules_dir.clone(),
+        kconfig: inputs.kconfig.clone(),
+        fragment: inputs.fragment.clone(),
+        kernel: inputs.kernel.clone(),
+        stub: basalt_mkimage::uki::DEFAULT_STUB.into(),
+        loader: basalt_mkimage::esp::DEFAULT_LOADER.into(),
+        version: "bench".into(),
+        handoff: HANDOFF.into(),
+        slot_size: slot_size_for(crate::error::file_len(image)?),
+        esp_size: DEFAULT_ESP_SIZE,
+        state_size: DEFAULT_STATE_SIZE,
+        salt: None,
+        fill_b: false,
+        append: None,
+        parts_dir: Some(parts.to_path_buf()),
+        out: out.to_path_buf(),
+        source_date_epoch: None,
+    };
+    disk::build_disk(&spec, &key).map_err(fail(&what))?;
+    Ok(parts.join("initrd.img"))
 }
 
 /// Step marks the baseline writes to the kernel log after each step, named
@@ -234,6 +286,17 @@ pub fn baseline_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_hold_image_tree_and_area() {
+        let mib = 1 << 20;
+        // (image bytes, slot bytes): 64 MiB of data needs 129 hash blocks.
+        let cases = [(64 * mib, 65 * mib), (1, mib), (1024 * mib, 1033 * mib)];
+        for (image, want) in cases {
+            assert_eq!(slot_size_for(image), want, "{image}");
+            basalt_common::disk::slot::layout(want, image).unwrap();
+        }
+    }
 
     #[test]
     fn padding_bytes_cover_every_value() {

@@ -5,9 +5,9 @@
 //! layout is fixed (same headings, same columns, same key order) so that a
 //! rerun changes only the figures.
 
-use crate::boots::CMDLINE;
+use crate::boots::{Init, Root, CMDLINE};
 use crate::hashing::Tool;
-use crate::results::{Analysis, Raw, Size};
+use crate::results::{AgentSummary, Analysis, Floor, PersistedSummary, Raw, Size};
 use crate::sizes::Breakdown;
 use crate::table::{fmt_kib, fmt_mib, fmt_ms, fmt_summary, Cell, Table, Unit};
 use crate::targets::Status;
@@ -30,6 +30,19 @@ const PART1: &str = "The same kernel, modules, root image and QEMU settings; onl
 const PART2: &str = "From basalt-init's own boot report (/run/basalt/boot.json, CLOCK_MONOTONIC), printed by the \
                      handoff program in the same boots as part 1 and 7. Duration in ms, median (min–max).";
 const PART5: &str = "Peak RSS (VmHWM) after a config has been applied, read through the agent's status.";
+const PART8: &str = "The same root images, also written by `basalt-mkimage disk` into ROOT-A of a GPT disk (its \
+                     dm-verity tree and signed manifest beside it; `images::slot_disk`) attached on virtio-blk, \
+                     booted in the same rounds as parts 1 and 7. The kernel and the UKI's small initramfs (init, \
+                     modules, manifest; no image) are loaded with `-kernel/-initrd` as tests/tests/verity.rs does, \
+                     not through OVMF and systemd-boot, so no firmware time is counted. `basalt.root=ram` copies \
+                     the partition into RAM and runs verity over the copy; `basalt.root=disk` runs verity on the \
+                     partition. The initramfs rows are parts 1 and 7's boots at the same sizes. Kernel: boot to \
+                     `Run /init`; the phase: as in part 1.";
+const PERSISTED: &str = "With persistence (issue 12): each run also boots a node with a fresh STATE disk (a GPT \
+                         with one STATE partition, writable, on virtio-blk), applies the same config, then boots \
+                         that node again on the same disk with no apply. The runs above use `basalt.state=none`. \
+                         Boot → kubelet running is timed on the host from starting QEMU, polling `status` every \
+                         200 ms until the agent answers, then back to back.";
 const PART7: &str = "basalt-init only. Kernel: boot to `Run /init` (the kernel unpacking the initramfs), not part of \
                      the phase.";
 
@@ -62,6 +75,7 @@ pub fn sections(raw: &Raw, a: &Analysis) -> Vec<Section> {
         ("5. Memory", part5(raw, a)),
         ("6. Apply latency", part6(raw, a)),
         ("7. Scaling with the image size", part7(a)),
+        ("8. Booting from a disk: dm-verity in both root modes", part8(raw, a)),
     ];
     let section = |(i, (heading, blocks)): (usize, (&'static str, Vec<Block>))| Section {
         level: if i == 0 { 1 } else { 2 },
@@ -361,7 +375,62 @@ fn part6(raw: &Raw, a: &Analysis) -> Vec<Block> {
         ]);
     }
     let method = raw.agent.as_ref().map(|x| x.method.as_str()).filter(|m| !m.is_empty());
-    std::iter::once(Block::Table(t)).chain(method.map(text)).collect()
+    let mut blocks: Vec<Block> = std::iter::once(Block::Table(t)).chain(method.map(text)).collect();
+    if let Some(p) = &s.persisted {
+        blocks.extend(persisted(s, p, a.floor.as_ref()));
+    }
+    blocks
+}
+
+/// Issue 12's figures: the same apply with a STATE disk, the node booted
+/// again on it, and the floor.
+fn persisted(s: &AgentSummary, p: &PersistedSummary, floor: Option<&Floor>) -> Vec<Block> {
+    let mut t = Table::new(&[("Measure", Unit::Text), ("ms", Unit::Ms)]);
+    let rows = [
+        ("Apply → ack (`basaltctl apply` returns), `basalt.state=none`", s.ack_ms),
+        ("Apply → ack, STATE disk attached", Some(p.ack_ms)),
+        (
+            "In the guest, apply → kubelet exec, STATE disk attached",
+            Some(p.apply_to_exec_ms),
+        ),
+        (
+            "Boot → kubelet running: boot, then a manual apply",
+            s.boot_to_running_ms,
+        ),
+        (
+            "Boot → kubelet running: the persisted config, no apply",
+            Some(p.boot_to_running_ms),
+        ),
+    ];
+    for (name, x) in rows {
+        t.row(vec![name.into(), x.into()]);
+    }
+    for (name, x) in &p.stages_ms {
+        t.row(vec![
+            format!("STATE disk attached, stage `{name}`").into(),
+            Cell::Summary(*x),
+        ]);
+    }
+    let mut blocks = vec![text(PERSISTED), Block::Table(t)];
+    if let Some(r) = p.ack_ratio {
+        blocks.push(text(format!(
+            "With persistence the ack takes **{r:.2}×** the same apply without it."
+        )));
+    }
+    if let Some(f) = floor {
+        blocks.push(text(format!(
+            "The floor, from this run: signature check {} ms (basalt-init's manifest step, part 2) + spawn {} ms \
+             (basalt-init spawning the handoff program until its first line, part 2) + one flushed write {} ms \
+             (the agent's `persist` stage: one STATE record written and fdatasync'd) = {} ms; the persisted \
+             apply → exec is **{:.2}×** that.",
+            fmt_ms(f.signature_ms),
+            fmt_ms(f.spawn_ms),
+            fmt_ms(f.flushed_write_ms),
+            fmt_ms(f.total_ms),
+            f.ratio
+        )));
+    }
+    blocks
 }
 
 fn part7(a: &Analysis) -> Vec<Block> {
@@ -385,6 +454,35 @@ fn part7(a: &Analysis) -> Vec<Block> {
         file: "scaling.svg",
     };
     vec![text(PART7), Block::Table(t), text(scaling_sentence(a)), image]
+}
+
+fn part8(raw: &Raw, a: &Analysis) -> Vec<Block> {
+    if raw.disk_mib.is_empty() {
+        return vec![text("Not measured in this run.")];
+    }
+    use Unit::{Ms, Text as T, Times};
+    let mut t = image_table(&[
+        ("Path", T),
+        ("kernel to /init ms", Ms),
+        ("PID1 phase ms", Ms),
+        ("phase / busybox", Times),
+    ]);
+    let busybox = |mib| a.path_at(Init::Busybox, Root::Initramfs, mib).map(|b| b.phase.median);
+    for p in &a.disk {
+        let ratio = busybox(p.size.mib).map_or(Cell::Missing, |bb| Cell::Num(p.phase.median / bb));
+        let figures = vec![
+            p.root.label(p.init).into(),
+            Cell::Summary(p.kernel),
+            Cell::Summary(p.phase),
+            ratio,
+        ];
+        t.row(image_row(&p.size, p.phase.n.to_string(), figures));
+    }
+    let image = Block::Image {
+        alt: "kernel to /init and PID1 phase against image size, per path",
+        file: "disk.svg",
+    };
+    vec![text(PART8), Block::Table(t), image]
 }
 
 fn initramfs_sentence(b: &Breakdown) -> String {
@@ -493,8 +591,9 @@ mod tests {
         assert_eq!(headings(&md), headings(include_str!("../results.md")));
         assert_eq!(
             (headings(&md).len(), headings(&md)[8]),
-            (9, "## 7. Scaling with the image size")
+            (10, "## 7. Scaling with the image size")
         );
+        assert!(md.ends_with("## 8. Booting from a disk: dm-verity in both root modes\n\nNot measured in this run.\n"));
         let want_lines = [
             "- Accelerator: **TCG** (cached)",
             "- Host load as each boot started (1-minute load average on 2 CPUs; the boot's own QEMU adds about 1 once running): median 1.5, 1.5–1.5",
@@ -569,6 +668,31 @@ mod tests {
         assert_eq!(json(&raw, &a), include_str!("../results.json"));
         assert_eq!(svg::timeline(&a, &raw.accel), include_str!("../timeline.svg"));
         assert_eq!(svg::scaling(&a, &raw.accel), include_str!("../scaling.svg"));
+        assert_eq!(svg::disk(&a, &raw.accel), include_str!("../disk.svg"));
+    }
+
+    /// Part 8: a row per path and size, busybox's phase beside at 64 MiB.
+    #[test]
+    fn disk_boots_render() {
+        let raw = crate::results::tests_support::disk_raw();
+        let a = analyse(&raw);
+        let md = markdown(&raw, &a);
+        let want_lines = [
+            "| 64 MiB (64.0 MiB) | 512 MiB | 5 | basalt, disk, ram mode | 4000 (4000–4000) | 950 (950–950) | 0.50× |",
+            "| 1024 MiB (1024.0 MiB) | 512 MiB | 5 | basalt, disk, disk mode | 4000 (4000–4000) | 400 (400–400) | — |",
+            "![kernel to /init and PID1 phase against image size, per path](disk.svg)",
+        ];
+        for want in want_lines {
+            assert!(md.lines().any(|l| l == want), "missing line {want:?} in:\n{md}");
+        }
+        let svg = svg::disk(&a, "tcg");
+        // Two charts of four series each (both inits from the initramfs at
+        // 64 MiB, ram and disk mode at both sizes): one line each.
+        assert_eq!(svg.matches("<polyline ").count(), 8);
+        assert_eq!(svg.matches("<circle ").count(), 2 * (1 + 1 + 2 + 2));
+        assert!(svg.contains("basalt, disk, disk mode (median; bars: min–max)"));
+        let back = load(&json(&raw, &a)).unwrap();
+        assert_eq!(markdown(&back, &analyse(&back)), md);
     }
 
     /// Partial runs too: what is written is read back, whatever is missing.

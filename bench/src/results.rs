@@ -4,7 +4,7 @@
 //! per-step times and the scaling fit. Pure functions; `targets.rs` says
 //! where each target stands, `report.rs` and `svg.rs` render the result.
 
-use crate::boots::Init;
+use crate::boots::{Init, Root};
 use crate::hashing::{HashRuns, Tool};
 use crate::line::Outcome;
 use crate::sizes::{BinarySize, Breakdown};
@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     pub init: Init,
+    /// Where the root came from (runs before part 8 have none: initramfs).
+    #[serde(default)]
+    pub root: Root,
     pub mib: u64,
     pub image_bytes: u64,
     pub memory_mib: u32,
@@ -41,6 +44,26 @@ pub struct AgentRuns {
     pub stages_ms: Vec<(String, Vec<f64>)>,
     /// How the end-to-end time was taken (transport, polling).
     pub method: String,
+    /// `basaltctl apply` start → it returned: the agent's ok.
+    #[serde(default)]
+    pub ack_ms: Vec<f64>,
+    /// VM start → kubelet running, through a manual apply.
+    #[serde(default)]
+    pub boot_to_running_ms: Vec<f64>,
+    /// The same apply with a STATE disk attached (runs before issue 12's
+    /// part have none; those ran without persistence too).
+    #[serde(default)]
+    pub persisted: Option<Persisted>,
+}
+
+/// The apply with persistence, and the node booted again on its STATE disk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub ack_ms: Vec<f64>,
+    pub apply_to_exec_ms: Vec<f64>,
+    pub stages_ms: Vec<(String, Vec<f64>)>,
+    /// VM start → kubelet running on the persisted config, no apply.
+    pub boot_to_running_ms: Vec<f64>,
 }
 
 /// Everything measured, before analysis.
@@ -57,6 +80,9 @@ pub struct Raw {
     /// Sizes compared against busybox (part 1), and the extra scaling sizes.
     pub compare_mib: Vec<u64>,
     pub scale_mib: Vec<u64>,
+    /// Sizes also booted from a slot disk in both root modes (part 8).
+    #[serde(default)]
+    pub disk_mib: Vec<u64>,
     pub boots: Vec<BootRecord>,
     pub hash: Option<HashRuns>,
     pub binaries: Vec<BinarySize>,
@@ -91,16 +117,24 @@ impl Raw {
         of(self.boots.iter().filter_map(|b| b.host_load))
     }
 
-    /// The boots of one init and size, in run order.
+    /// The boots of one init and size from the initramfs, in run order.
     fn boots_of(&self, init: Init, mib: u64) -> Vec<&BootRecord> {
-        let mut v: Vec<&BootRecord> = self.boots.iter().filter(|b| b.init == init && b.mib == mib).collect();
+        self.boots_from(init, Root::Initramfs, mib)
+    }
+
+    fn boots_from(&self, init: Init, root: Root, mib: u64) -> Vec<&BootRecord> {
+        let of = |b: &&BootRecord| b.init == init && b.root == root && b.mib == mib;
+        let mut v: Vec<&BootRecord> = self.boots.iter().filter(of).collect();
         v.sort_by_key(|b| b.run);
         v
     }
 
-    /// basalt's reports, with the phase each was printed with.
+    /// basalt's reports from the initramfs, with the phase each was printed with.
     fn reports(&self) -> impl Iterator<Item = (&crate::line::BootReport, &crate::line::Phase)> {
-        let basalt = self.boots.iter().filter(|b| b.init == Init::Basalt);
+        let basalt = self
+            .boots
+            .iter()
+            .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs);
         basalt.filter_map(|b| Some((b.outcome.report.as_ref()?, &b.outcome.phase)))
     }
 }
@@ -214,7 +248,7 @@ pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
     let mut sizes: Vec<u64> = raw
         .boots
         .iter()
-        .filter(|b| b.init == Init::Basalt)
+        .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs)
         .map(|b| b.mib)
         .collect();
     sizes.sort_unstable();
@@ -323,6 +357,41 @@ pub fn scaling(raw: &Raw) -> Scaling {
     }
 }
 
+/// Part 8: one path at one size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathPoint {
+    pub init: Init,
+    pub root: Root,
+    pub size: Size,
+    pub phase: Summary,
+    /// Boot to `Run /init`.
+    pub kernel: Summary,
+}
+
+/// Part 8: every path booted at the disk sizes, path by path, then by size.
+pub fn disk_paths(raw: &Raw) -> Vec<PathPoint> {
+    let paths = [
+        (Init::Basalt, Root::Initramfs),
+        (Init::Busybox, Root::Initramfs),
+        (Init::Basalt, Root::Ram),
+        (Init::Basalt, Root::Disk),
+    ];
+    let point = |(init, root, mib): (Init, Root, u64)| {
+        let boots = raw.boots_from(init, root, mib);
+        Some(PathPoint {
+            init,
+            root,
+            size: Size::of(boots.first()?),
+            phase: of(boots.iter().map(|b| b.phase_ms()))?,
+            kernel: of(boots.iter().map(|b| ms(b.outcome.phase.run_init_us)))?,
+        })
+    };
+    let each = paths
+        .iter()
+        .flat_map(|&(i, r)| raw.disk_mib.iter().map(move |&m| (i, r, m)));
+    each.filter_map(point).collect()
+}
+
 /// Part 3, one tool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HashRow {
@@ -364,6 +433,82 @@ pub struct AgentSummary {
     pub apply_to_exec_ms: Option<Summary>,
     pub end_to_end_ms: Option<Summary>,
     pub stages_ms: Vec<(String, Summary)>,
+    pub ack_ms: Option<Summary>,
+    pub boot_to_running_ms: Option<Summary>,
+    pub persisted: Option<PersistedSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersistedSummary {
+    pub ack_ms: Summary,
+    pub apply_to_exec_ms: Summary,
+    pub stages_ms: Vec<(String, Summary)>,
+    pub boot_to_running_ms: Summary,
+    /// ack with persistence / ack without, at the medians.
+    pub ack_ratio: Option<f64>,
+}
+
+fn stage_summaries(stages: &[(String, Vec<f64>)]) -> Vec<(String, Summary)> {
+    stages
+        .iter()
+        .filter_map(|(n, v)| Some((n.clone(), Summary::of(v)?)))
+        .collect()
+}
+
+fn agent_summary(a: &AgentRuns) -> AgentSummary {
+    let ack_ms = Summary::of(&a.ack_ms);
+    let persisted = a.persisted.as_ref().and_then(|p| {
+        let with = Summary::of(&p.ack_ms)?;
+        Some(PersistedSummary {
+            ack_ms: with,
+            apply_to_exec_ms: Summary::of(&p.apply_to_exec_ms)?,
+            stages_ms: stage_summaries(&p.stages_ms),
+            boot_to_running_ms: Summary::of(&p.boot_to_running_ms)?,
+            ack_ratio: ack_ms.map(|without| with.median / without.median),
+        })
+    });
+    AgentSummary {
+        init_hwm_kib: Summary::of(&a.init_hwm_kib),
+        agent_hwm_kib: Summary::of(&a.agent_hwm_kib),
+        apply_to_exec_ms: Summary::of(&a.apply_to_exec_ms),
+        end_to_end_ms: Summary::of(&a.end_to_end_ms),
+        stages_ms: stage_summaries(&a.stages_ms),
+        ack_ms,
+        boot_to_running_ms: Summary::of(&a.boot_to_running_ms),
+        persisted,
+    }
+}
+
+/// Issue 12's floor for an apply: one signature check, one program
+/// start and one flushed write, each as measured in this run (medians).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Floor {
+    /// basalt-init's manifest step at the smallest size: reading the signed
+    /// manifest and checking its Ed25519 signature (part 2).
+    pub signature_ms: f64,
+    /// basalt-init spawning the handoff program until its first line (part 2).
+    pub spawn_ms: f64,
+    /// The agent's `persist` stage: one STATE record written and flushed.
+    pub flushed_write_ms: f64,
+    pub total_ms: f64,
+    /// The persisted apply→exec over `total_ms`.
+    pub ratio: f64,
+}
+
+pub fn floor(a: &Analysis) -> Option<Floor> {
+    let manifest = a.steps.iter().find(|s| s.name == "manifest")?;
+    let signature_ms = manifest.per_size.first()?.duration_ms.median;
+    let spawn_ms = a.edges.as_ref()?.spawn_to_handoff_ms.median;
+    let p = a.agent.as_ref()?.persisted.as_ref()?;
+    let flushed_write_ms = p.stages_ms.iter().find(|(n, _)| n == "persist")?.1.median;
+    let total_ms = signature_ms + spawn_ms + flushed_write_ms;
+    Some(Floor {
+        signature_ms,
+        spawn_ms,
+        flushed_write_ms,
+        total_ms,
+        ratio: p.apply_to_exec_ms.median / total_ms,
+    })
 }
 
 /// Everything the reports show.
@@ -374,7 +519,9 @@ pub struct Analysis {
     pub edges: Option<Edges>,
     pub scaling: Scaling,
     pub hash: Vec<HashRow>,
+    pub disk: Vec<PathPoint>,
     pub agent: Option<AgentSummary>,
+    pub floor: Option<Floor>,
     /// basalt-init's VmHWM at the handoff, from part 1's boots.
     pub handoff_hwm_kib: Option<Summary>,
     pub targets: Vec<crate::targets::Target>,
@@ -384,20 +531,17 @@ impl Analysis {
     pub fn hash_of(&self, tool: Tool) -> Option<&HashRow> {
         self.hash.iter().find(|r| r.tool == tool)
     }
+
+    /// Part 8's figures for one path at one size.
+    pub fn path_at(&self, init: Init, root: Root, mib: u64) -> Option<&PathPoint> {
+        self.disk
+            .iter()
+            .find(|p| (p.init, p.root, p.size.mib) == (init, root, mib))
+    }
 }
 
 pub fn analyse(raw: &Raw) -> Analysis {
-    let agent = raw.agent.as_ref().map(|a| AgentSummary {
-        init_hwm_kib: Summary::of(&a.init_hwm_kib),
-        agent_hwm_kib: Summary::of(&a.agent_hwm_kib),
-        apply_to_exec_ms: Summary::of(&a.apply_to_exec_ms),
-        end_to_end_ms: Summary::of(&a.end_to_end_ms),
-        stages_ms: a
-            .stages_ms
-            .iter()
-            .filter_map(|(n, v)| Some((n.clone(), Summary::of(v)?)))
-            .collect(),
-    });
+    let agent = raw.agent.as_ref().map(agent_summary);
     let basalt = raw.boots.iter().filter(|b| b.init == Init::Basalt);
     let mut a = Analysis {
         comparisons: comparisons(raw),
@@ -405,10 +549,13 @@ pub fn analyse(raw: &Raw) -> Analysis {
         edges: edges(raw),
         scaling: scaling(raw),
         hash: raw.hash.as_ref().map(hash_rows).unwrap_or_default(),
+        disk: disk_paths(raw),
         agent,
+        floor: None,
         handoff_hwm_kib: of(basalt.filter_map(|b| b.outcome.phase.pid1_hwm_kib.map(|k| k as f64))),
         targets: Vec::new(),
     };
+    a.floor = floor(&a);
     a.targets = crate::targets::targets(raw, &a);
     a
 }
@@ -420,7 +567,12 @@ pub mod tests_support {
     use crate::line::{BootReport, Phase, Step};
 
     pub fn boot(init: Init, mib: u64, run: usize, phase_ms: u64, verify_ms: u64) -> BootRecord {
-        let run_init = 5_000_000;
+        boot_from(init, Root::Initramfs, mib, run, phase_ms, verify_ms)
+    }
+
+    pub fn boot_from(init: Init, root: Root, mib: u64, run: usize, phase_ms: u64, verify_ms: u64) -> BootRecord {
+        // The kernel takes 5 s to /init from the initramfs, 4 s beside a disk.
+        let run_init = if root == Root::Initramfs { 5_000_000 } else { 4_000_000 };
         let handoff = run_init + phase_ms * 1000;
         let step = |name: &str, start: u64, duration_us: u64| Step {
             name: name.into(),
@@ -454,6 +606,7 @@ pub mod tests_support {
         };
         BootRecord {
             init,
+            root,
             mib,
             image_bytes: mib << 20,
             memory_mib: 512,
@@ -462,6 +615,20 @@ pub mod tests_support {
             wall_s: 10.0,
             host_load: Some(1.5),
         }
+    }
+
+    /// The sample, plus slot-disk boots at 64 MiB and 1 GiB: ram mode
+    /// 950 ms and 1500 ms, disk mode 400 ms at both.
+    pub fn disk_raw() -> Raw {
+        let mut raw = sample_raw();
+        for run in 0..5 {
+            for (mib, ram) in [(64, 950), (1024, 1500)] {
+                raw.boots.push(boot_from(Init::Basalt, Root::Ram, mib, run, ram, 0));
+                raw.boots.push(boot_from(Init::Basalt, Root::Disk, mib, run, 400, 0));
+            }
+        }
+        raw.disk_mib = vec![64, 1024];
+        raw
     }
 
     pub fn sample_raw() -> Raw {

@@ -1,8 +1,8 @@
 #![cfg(feature = "host")]
 //! The suite, in order: check inputs, measure sizes, hash, build images and
-//! boot them, talk to the agent, write the results.
+//! slot disks and boot them, talk to the agent, write the results.
 
-use crate::boots::{self, BootPlan, Init};
+use crate::boots::{self, BootPlan, Init, Root};
 use crate::cli::{BootOptions, Paths, RenderOptions, RunOptions};
 use crate::error::{io_err, missing, run as run_cmd, BenchError};
 use crate::hashing::{self, HashPlan};
@@ -19,6 +19,8 @@ const MIB: u64 = 1 << 20;
 /// the scaling curve (part 7, which also uses part 1's boots).
 pub const COMPARE_MIB: [u64; 2] = [64, 512];
 pub const SCALE_MIB: [u64; 2] = [256, 1024];
+/// Sizes also booted from a slot disk, in both root modes (part 8).
+pub const DISK_MIB: [u64; 3] = [64, 256, 1024];
 
 /// One padded root image and the initramfs built around it.
 #[derive(Debug, Clone)]
@@ -29,14 +31,22 @@ pub struct SizedImage {
 }
 
 impl SizedImage {
-    /// The initramfs that boots `init`.
-    fn initrd(&self, init: Init) -> PathBuf {
-        let name = format!("{}-{}m.img", init.as_str(), self.nominal_mib);
-        self.files
-            .iter()
-            .find(|f| f.ends_with(&name))
-            .cloned()
-            .unwrap_or_default()
+    /// The initramfs that boots `init` from `root`.
+    fn initrd(&self, init: Init, root: Root) -> PathBuf {
+        let mib = self.nominal_mib;
+        let name = match root {
+            Root::Initramfs => format!("{}-{mib}m.img", init.as_str()),
+            _ => format!("disk-{mib}m"),
+        };
+        let found = self.files.iter().find(|f| f.ends_with(&name)).cloned();
+        let initrd = |f: PathBuf| {
+            if root == Root::Initramfs {
+                f
+            } else {
+                f.join("initrd.img")
+            }
+        };
+        found.map(initrd).unwrap_or_default()
     }
 }
 
@@ -65,6 +75,7 @@ impl ImageFactory {
             kconfig: paths.kconfig.clone(),
             fragment: paths.fragment.clone(),
             image_key: paths.build.join("keys/image.key"),
+            kernel: paths.build.join("vmlinuz"),
         };
         let (dir, busybox, built) = (dir.to_path_buf(), paths.busybox.clone(), Vec::new());
         Ok(ImageFactory {
@@ -77,8 +88,9 @@ impl ImageFactory {
         })
     }
 
-    /// The image of `mib` MiB, basalt's initramfs, and the baseline's if asked.
-    pub fn build(&mut self, mib: u64, with_baseline: bool) -> Result<&SizedImage, BenchError> {
+    /// The image of `mib` MiB, basalt's initramfs, and the baseline's and
+    /// the slot disk if asked.
+    pub fn build(&mut self, mib: u64, with_baseline: bool, with_disk: bool) -> Result<&SizedImage, BenchError> {
         let t = Instant::now();
         let squashfs = self.dir.join(format!("root-{mib}m.sqsh"));
         let basalt = self.dir.join(format!("basalt-{mib}m.img"));
@@ -96,6 +108,14 @@ impl ImageFactory {
             images::baseline_initramfs(&self.busybox, &squashfs, digest, &report.modules, &out)?;
             image.files.push(out);
         }
+        if with_disk {
+            let (parts, disk) = (
+                self.dir.join(format!("disk-{mib}m")),
+                self.dir.join(format!("disk-{mib}m.img")),
+            );
+            image.files.extend([parts.clone(), disk.clone()]);
+            images::slot_disk(&self.inputs, &squashfs, &parts, &disk)?;
+        }
         let secs = t.elapsed().as_secs_f64();
         progress(&format!(
             "built the {mib} MiB image ({} bytes) in {secs:.1} s",
@@ -109,7 +129,7 @@ impl ImageFactory {
 impl Drop for ImageFactory {
     fn drop(&mut self) {
         for file in self.built.iter().flat_map(|i| &i.files) {
-            let _ = std::fs::remove_file(file);
+            let _ = std::fs::remove_file(file).or_else(|_| std::fs::remove_dir_all(file));
         }
     }
 }
@@ -125,13 +145,28 @@ pub fn check_inputs(paths: &Paths) -> Result<(), BenchError> {
         ("option fragment", paths.fragment.clone(), "kernel-config/basalt.config"),
         ("kernel modules", paths.modules_dir.clone(), "run `make kernel`"),
         ("busybox", paths.busybox.clone(), "install busybox-static"),
+        (
+            "UKI stub",
+            basalt_mkimage::uki::DEFAULT_STUB.into(),
+            "install systemd-boot-efi",
+        ),
+        (
+            "systemd-boot",
+            basalt_mkimage::esp::DEFAULT_LOADER.into(),
+            "install systemd-boot-efi",
+        ),
     ])
 }
 
-pub fn plan(paths: &Paths, image: &SizedImage, init: Init, log: PathBuf) -> BootPlan {
+pub fn plan(paths: &Paths, image: &SizedImage, init: Init, root: Root, log: PathBuf) -> BootPlan {
+    let disk = format!("disk-{}m.img", image.nominal_mib);
     BootPlan {
         kernel: paths.build.join("vmlinuz"),
-        initrd: image.initrd(init),
+        initrd: image.initrd(init, root),
+        disk: (root != Root::Initramfs)
+            .then(|| image.files.iter().find(|f| f.ends_with(&disk)).cloned())
+            .flatten(),
+        append: root.cmdline(),
         memory_mib: boots::memory_for(image.bytes),
         log,
         accel_cache: paths.build.join("qemu-accel"),
@@ -146,13 +181,14 @@ pub fn boot_one(o: &BootOptions) -> Result<(), BenchError> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io_err("create", &logs))?;
     let mut factory = ImageFactory::prepare(&o.paths, &dir)?;
-    let image = factory.build(o.size_mib, o.init == Init::Busybox)?;
-    let plan = plan(&o.paths, image, o.init, boots::log_path(&logs, o.init, o.size_mib, 0));
+    let image = factory.build(o.size_mib, o.init == Init::Busybox, o.root != Root::Initramfs)?;
+    let log = boots::log_path(&logs, o.init, o.root, o.size_mib, 0);
+    let plan = plan(&o.paths, image, o.init, o.root, log);
     let booted = boots::boot(&plan)?;
     let (p, wall) = (booted.outcome.phase, booted.wall.as_secs_f64());
     println!(
         "{} {} MiB: pid1 phase {:.1} ms, wall {wall:.1} s, accel {} ({})",
-        o.init.as_str(),
+        o.root.label(o.init),
         o.size_mib,
         results::ms(p.pid1_phase_us()),
         booted.accel.accel,
@@ -209,7 +245,7 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
             Ok(())
         })?;
     }
-    if o.parts.boot {
+    if o.parts.boot || o.parts.disk {
         check_inputs(&o.paths)?;
         part(&mut raw, "boots", |raw| run_boots(o, &dir, raw))?;
     }
@@ -260,62 +296,88 @@ fn agent_part(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Option<BenchError> {
     measured.err().or(failure)
 }
 
-/// The boots of parts 1 and 7, in order: round by round, each round
+/// One boot of the schedule: image size, init, root, 0-based run.
+pub type Planned = (u64, Init, Root, usize);
+
+/// The boots of parts 1, 7 and 8, in order: round by round, each round
 /// visiting every size from the smallest, so a spell of load on the shared
-/// machine falls on all sizes alike rather than on one. Compared sizes boot
-/// both inits, basalt first in even rounds and busybox first in odd ones
-/// (ABBA); the extra sizes boot basalt only.
-pub fn schedule(compare: &[u64], scale: &[u64], runs: usize, scale_runs: usize) -> Vec<(u64, Init, usize)> {
-    let both = compare.iter().map(|&m| (m, true));
-    let mut sizes: Vec<(u64, bool)> = both.chain(scale.iter().map(|&m| (m, false))).collect();
+/// machine falls on all sizes and paths alike rather than on one. Compared
+/// sizes boot both inits, basalt first in even rounds and busybox first in
+/// odd ones (ABBA); the extra sizes boot basalt only; disk sizes then boot
+/// the slot disk in both root modes, ram first in even rounds.
+pub fn schedule(compare: &[u64], scale: &[u64], disk: &[u64], runs: usize, scale_runs: usize) -> Vec<Planned> {
+    let mut sizes: Vec<u64> = [compare, scale, disk].concat();
     sizes.sort_unstable();
+    sizes.dedup();
     let mut out = Vec::new();
     for run in 0..runs.max(scale_runs) {
-        for &(mib, both) in &sizes {
-            match (both, run % 2) {
-                (true, _) if run >= runs => {}
-                (false, _) if run >= scale_runs => {}
-                (false, _) => out.push((mib, Init::Basalt, run)),
-                (true, 0) => out.extend([(mib, Init::Basalt, run), (mib, Init::Busybox, run)]),
-                (true, _) => out.extend([(mib, Init::Busybox, run), (mib, Init::Basalt, run)]),
+        for &mib in &sizes {
+            let mut push = |init, root| out.push((mib, init, root, run));
+            if compare.contains(&mib) && run < runs {
+                for init in abba(run, Init::Basalt, Init::Busybox) {
+                    push(init, Root::Initramfs);
+                }
+            } else if scale.contains(&mib) && run < scale_runs {
+                push(Init::Basalt, Root::Initramfs);
+            }
+            if disk.contains(&mib) && run < runs {
+                for root in abba(run, Root::Ram, Root::Disk) {
+                    push(Init::Basalt, root);
+                }
             }
         }
     }
     out
 }
 
-/// Parts 1, 2 and 7: build every size, boot them as [`schedule`] says,
-/// delete them.
+/// `a` first in even rounds, `b` first in odd ones.
+fn abba<T>(run: usize, a: T, b: T) -> [T; 2] {
+    match run % 2 {
+        0 => [a, b],
+        _ => [b, a],
+    }
+}
+
+/// Parts 1, 2, 7 and 8: build every size, boot them as [`schedule`]
+/// says, delete them.
 fn run_boots(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Result<(), BenchError> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io_err("create", &logs))?;
-    let chosen = |sizes: &[u64]| {
-        sizes
-            .iter()
-            .copied()
-            .filter(|m| o.sizes.contains(m))
-            .collect::<Vec<_>>()
+    let chosen = |sizes: &[u64], part: bool| {
+        let chosen = sizes.iter().copied().filter(|m| part && o.sizes.contains(m));
+        chosen.collect::<Vec<_>>()
     };
-    (raw.compare_mib, raw.scale_mib) = (chosen(&COMPARE_MIB), chosen(&SCALE_MIB));
-    progress("parts 1, 2, 7: staging the rootfs");
+    (raw.compare_mib, raw.scale_mib) = (chosen(&COMPARE_MIB, o.parts.boot), chosen(&SCALE_MIB, o.parts.boot));
+    raw.disk_mib = chosen(&DISK_MIB, o.parts.disk);
+    progress("parts 1, 2, 7, 8: staging the rootfs");
     let mut factory = ImageFactory::prepare(&o.paths, dir)?;
-    for &mib in raw.compare_mib.iter().chain(&raw.scale_mib) {
-        factory.build(mib, raw.compare_mib.contains(&mib))?;
+    let mut sizes = [&raw.compare_mib[..], &raw.scale_mib, &raw.disk_mib].concat();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for mib in sizes {
+        factory.build(mib, raw.compare_mib.contains(&mib), raw.disk_mib.contains(&mib))?;
     }
-    let order = schedule(&raw.compare_mib, &raw.scale_mib, o.runs, o.scale_runs);
-    for (done, &(mib, init, run)) in order.iter().enumerate() {
+    let order = schedule(&raw.compare_mib, &raw.scale_mib, &raw.disk_mib, o.runs, o.scale_runs);
+    for (done, &(mib, init, root, run)) in order.iter().enumerate() {
         let Some(image) = factory.built.iter().find(|i| i.nominal_mib == mib) else {
             continue;
         };
-        let plan = plan(&o.paths, image, init, boots::log_path(&logs, init, mib, run));
+        let plan = plan(
+            &o.paths,
+            image,
+            init,
+            root,
+            boots::log_path(&logs, init, root, mib, run),
+        );
         let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let booted = boots::boot(&plan)?;
         progress(&format!(
-            "boot {}/{}: {} {mib} MiB run {}: PID1 phase {:.0} ms ({:.1} s wall, {})",
+            "boot {}/{}: {} {mib} MiB run {}: kernel to /init {:.0} ms, PID1 phase {:.0} ms ({:.1} s wall, {})",
             done + 1,
             order.len(),
-            init.as_str(),
+            root.label(init),
             run + 1,
+            results::ms(booted.outcome.phase.run_init_us),
             results::ms(booted.outcome.phase.pid1_phase_us()),
             booted.wall.as_secs_f64(),
             booted.accel.accel
@@ -325,6 +387,7 @@ fn run_boots(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Result<(), BenchError
         }
         raw.boots.push(BootRecord {
             init,
+            root,
             mib,
             image_bytes: image.bytes,
             memory_mib: plan.memory_mib,
@@ -372,6 +435,7 @@ pub fn write_results(out: &Path, raw: &Raw) -> Result<(), BenchError> {
         ("results.json", report::json(raw, &a)),
         ("timeline.svg", svg::timeline(&a, &raw.accel)),
         ("scaling.svg", svg::scaling(&a, &raw.accel)),
+        ("disk.svg", svg::disk(&a, &raw.accel)),
     ];
     for (name, body) in files {
         let path = out.join(name);
@@ -387,25 +451,41 @@ mod tests {
     #[test]
     fn boots_alternate_and_rounds_visit_every_size() {
         use Init::{Basalt as A, Busybox as B};
-        let got = schedule(&[64, 512], &[256], 3, 2);
+        use Root::{Disk as D, Initramfs as I, Ram as R};
+        let got = schedule(&[64, 512], &[256], &[64], 3, 2);
         let want = [
-            [(64, A, 0), (64, B, 0), (256, A, 0), (512, A, 0), (512, B, 0)],
-            [(64, B, 1), (64, A, 1), (256, A, 1), (512, B, 1), (512, A, 1)],
+            [
+                (64, A, I, 0),
+                (64, B, I, 0),
+                (64, A, R, 0),
+                (64, A, D, 0),
+                (256, A, I, 0),
+            ],
+            [
+                (64, B, I, 1),
+                (64, A, I, 1),
+                (64, A, D, 1),
+                (64, A, R, 1),
+                (256, A, I, 1),
+            ],
         ];
-        let last = [(64, A, 2), (64, B, 2), (512, A, 2), (512, B, 2)];
-        assert_eq!(got, [&want.concat()[..], &last].concat());
+        let mid = [(512, A, I, 0), (512, B, I, 0)];
+        let last = [(64, A, I, 2), (64, B, I, 2), (64, A, R, 2), (64, A, D, 2)];
+        let round1 = [(512, B, I, 1), (512, A, I, 1)];
+        let tail = [(512, A, I, 2), (512, B, I, 2)];
+        assert_eq!(got, [&want[0][..], &mid, &want[1], &round1, &last, &tail].concat());
         // The default suite: five of each init per compared size, three
-        // basalt boots per extra size.
-        let all = schedule(&COMPARE_MIB, &SCALE_MIB, 5, 3);
-        assert_eq!(all.len(), 2 * 5 * 2 + 2 * 3);
+        // basalt boots per extra size, five per root mode per disk size.
+        let all = schedule(&COMPARE_MIB, &SCALE_MIB, &DISK_MIB, 5, 3);
+        assert_eq!(all.len(), 2 * 5 * 2 + 2 * 3 + 3 * 2 * 5);
         for mib in COMPARE_MIB {
             for init in [A, B] {
-                assert_eq!(all.iter().filter(|b| b.0 == mib && b.1 == init).count(), 5);
+                assert_eq!(all.iter().filter(|b| b.0 == mib && b.1 == init && b.2 == I).count(), 5);
             }
         }
         // More extra-size runs than compared ones: the later rounds hold
         // only the extra sizes.
-        let tail = schedule(&[64], &[256], 1, 2);
-        assert_eq!(tail, [(64, A, 0), (64, B, 0), (256, A, 0), (256, A, 1)]);
+        let tail = schedule(&[64], &[256], &[], 1, 2);
+        assert_eq!(tail, [(64, A, I, 0), (64, B, I, 0), (256, A, I, 0), (256, A, I, 1)]);
     }
 }

@@ -3,7 +3,8 @@
 //! PID1 phase, and the phase against the image size. Pure string builders;
 //! coordinates are rounded to 0.1 px so output changes only with the data.
 
-use crate::results::{Analysis, Comparison, Edges, StepStats};
+use crate::results::{Analysis, Comparison, Edges, PathPoint, StepStats};
+use crate::stats::Summary;
 use crate::table::fmt_ms;
 
 const WIDTH: f64 = 900.0;
@@ -245,24 +246,70 @@ pub fn scaling(a: &Analysis, accel: &str) -> String {
         svg.text(WIDTH / 2.0, height / 2.0, "middle", "", "no boots were run");
         return svg.end();
     }
-    let max_x = phase.iter().map(|p| p.0).fold(0.0, f64::max);
-    let max_y = phase.iter().chain(&verify).map(|p| p.3).fold(0.0, f64::max);
+    let all = [(&phase, BAR, "PID1 phase"), (&verify, SECOND, "verify-image step")];
+    chart(&mut svg, (50.0, height - 60.0), &all);
+    svg.end()
+}
+
+/// Medians and min–max bars of `all` (series, colour, name) against image
+/// size, on axes from `top` to `bottom`, the legend at the top left.
+fn chart(svg: &mut Svg, (top, bottom): (f64, f64), all: &[(&Series, &str, &str)]) {
+    let points = || all.iter().flat_map(|s| s.0.iter());
+    let max_x = points().map(|p| p.0).fold(0.0, f64::max);
+    let max_y = points().map(|p| p.3).fold(0.0, f64::max);
     let (step_x, step_y) = (nice_step(max_x, 8), nice_step(max_y, 6));
     let plot = Plot {
         left: 80.0,
         right: WIDTH - 30.0,
-        top: 50.0,
-        bottom: height - 60.0,
+        top,
+        bottom,
         span_x: (max_x / step_x).ceil() * step_x,
         span_y: (max_y / step_y).ceil() * step_y,
     };
-    axes(&mut svg, &plot, step_x, step_y);
-    let all = [
-        (&phase, BAR, "PID1 phase", 10.0),
-        (&verify, SECOND, "verify-image step", 28.0),
+    axes(svg, &plot, step_x, step_y);
+    let drawn = all.iter().filter(|s| !s.0.is_empty());
+    for (i, (series, color, name)) in drawn.enumerate() {
+        plot_series(svg, &plot, series, color, name, plot.top + 10.0 + 18.0 * i as f64);
+    }
+}
+
+/// The slot disk's boots (part 8) beside the initramfs path: kernel to
+/// /init above, the PID1 phase below, one series per path.
+pub fn disk(a: &Analysis, accel: &str) -> String {
+    use crate::boots::{Init, Root};
+    let height = 700.0;
+    let title = format!(
+        "Kernel to /init and PID1 phase against root image size, per path ({})",
+        accel.to_uppercase()
+    );
+    let mut svg = Svg::new(height, 24.0, &title);
+    if a.disk.is_empty() {
+        svg.text(WIDTH / 2.0, height / 2.0, "middle", "", "no disk boots were run");
+        return svg.end();
+    }
+    let paths = [
+        (Init::Basalt, Root::Initramfs, BAR),
+        (Init::Busybox, Root::Initramfs, "#7f7f7f"),
+        (Init::Basalt, Root::Ram, SECOND),
+        (Init::Basalt, Root::Disk, "#4f8f3f"),
     ];
-    for (series, color, name, legend_y) in all.into_iter().filter(|s| !s.0.is_empty()) {
-        plot_series(&mut svg, &plot, series, color, name, plot.top + legend_y);
+    type Figure = fn(&PathPoint) -> Summary;
+    let series = |init, root, f: Figure| -> Series {
+        let on = a.disk.iter().filter(|p| (p.init, p.root) == (init, root));
+        on.map(|p| (p.size.real_mib(), f(p).median, f(p).min, f(p).max))
+            .collect()
+    };
+    for (top, name, f) in [
+        (60.0, "kernel to /init", (|p: &PathPoint| p.kernel) as Figure),
+        (390.0, "PID1 phase", |p: &PathPoint| p.phase),
+    ] {
+        svg.text(80.0, top - 8.0, "start", BOLD, name);
+        let all: Vec<(Series, &str, &str)> = paths
+            .iter()
+            .map(|&(i, r, c)| (series(i, r, f), c, r.label(i)))
+            .collect();
+        let all: Vec<(&Series, &str, &str)> = all.iter().map(|(s, c, n)| (s, *c, *n)).collect();
+        chart(&mut svg, (top, top + 250.0), &all);
     }
     svg.end()
 }
