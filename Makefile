@@ -175,9 +175,9 @@ fuzz-short: setup
 	scripts/fuzz.sh --seconds 30
 
 # Benchmarks (bench/README.md): basalt-init against a busybox /init, hashing
-# against openssl, sizes, memory and apply latency. About 15 minutes under
-# TCG. Writes bench/results.md, bench/results.json, bench/timeline.svg and
-# bench/scaling.svg; BENCH_ARGS passes options (basalt-bench run --help).
+# against openssl, sizes, memory and apply latency, disk boots. About 20
+# minutes under TCG. Writes bench/results.md, bench/results.json, bench/timeline.svg and
+# bench/scaling.svg and bench/disk.svg; BENCH_ARGS passes options (basalt-bench run --help).
 BENCH_ARGS ?=
 bench: image
 	$(CARGO) build --release --locked --target $(TARGET) -p basalt-bench --no-default-features --bin bench-handoff

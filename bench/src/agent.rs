@@ -10,7 +10,11 @@
 //! - in the guest: `status.apply_to_exec_ms.kubelet`, the agent's own time
 //!   from the apply request's arrival to the kubelet's exec;
 //! - where the apply's time goes: `status.config.stages_ms`, the agent's
-//!   split of it into read, verify, validate, files, state and spawn;
+//!   split of it into read, verify, validate, files, state, persist and
+//!   spawn;
+//! - with persistence (issue 12): the same apply on a node with a fresh
+//!   STATE disk, against `basalt.state=none`, and that node booted again on
+//!   its disk to the kubelet running with no apply;
 //! - memory: `status.agent_peak_rss_kib` and `init_peak_rss_kib` (VmHWM),
 //!   read in that same status, after the config is applied.
 

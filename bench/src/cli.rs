@@ -10,13 +10,13 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "usage:
   basalt-bench run --build DIR --handoff FILE --fragment FILE [options]
-      runs the suite and writes results.md, results.json, timeline.svg and
-      scaling.svg into --out (default: bench)
+      runs the suite and writes results.md, results.json, timeline.svg,
+      scaling.svg and disk.svg into --out (default: bench)
   basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB [--root R]
       builds one image and boots it once (for debugging the suite)
   basalt-bench render --json FILE [--out DIR]
-      writes results.md, results.json, timeline.svg and scaling.svg again
-      from a run's results.json, booting nothing
+      writes results.md, results.json, timeline.svg, scaling.svg and
+      disk.svg again from a run's results.json, booting nothing
 
 options:
   --build DIR         make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)

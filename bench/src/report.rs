@@ -419,10 +419,10 @@ fn persisted(s: &AgentSummary, p: &PersistedSummary, floor: Option<&Floor>) -> V
     }
     if let Some(f) = floor {
         blocks.push(text(format!(
-            "The floor, from this run: signature check {} ms (basalt-init's manifest step, part 2) + spawn {} ms \
-             (basalt-init spawning the handoff program until its first line, part 2) + one flushed write {} ms \
-             (the agent's `persist` stage: one STATE record written and fdatasync'd) = {} ms; the persisted \
-             apply → exec is **{:.2}×** that.",
+            "The floor, from the same applies: signature check {} ms (stage `verify`) + spawn {} ms (stage \
+             `spawn`) + one flushed write {} ms (stage `persist`: one STATE record written and fdatasync'd) = {} \
+             ms; the persisted apply → exec is **{:.2}×** that, the rest being read, validate, files and state. \
+             These are the agent's own costs of the three, not bare primitives measured apart.",
             fmt_ms(f.signature_ms),
             fmt_ms(f.spawn_ms),
             fmt_ms(f.flushed_write_ms),

@@ -126,7 +126,7 @@ fn apply_floor(raw: &Raw, a: &Analysis) -> Figure {
     let Some(f) = a.floor else {
         return Err(match (&a.agent, raw.agent_missing.as_deref()) {
             (None, Some(why)) => why.into(),
-            _ => "not measured in this run: it needs part 6's applies with a STATE disk and part 2's boots".into(),
+            _ => "not measured in this run: it needs part 6's applies with a STATE disk".into(),
         });
     };
     let measured = format!(
@@ -137,8 +137,8 @@ fn apply_floor(raw: &Raw, a: &Analysis) -> Figure {
     );
     judged(measured, f.ratio <= 1.2, || {
         format!(
-            "the floor is signature check {:.1} ms + spawn {:.1} ms + flushed write {:.1} ms; the persisted apply's \
-             stages (part 6) show where the rest goes",
+            "the floor is signature check {:.1} ms + spawn {:.1} ms + flushed write {:.1} ms (the agent's own \
+             stages); the rest is read, validate, files and state (part 6)",
             f.signature_ms, f.spawn_ms, f.flushed_write_ms
         )
     })
@@ -463,21 +463,24 @@ mod tests {
             "BASALT_ACCEL=kvm",
         ];
         check(&r, &[("apply-to-exec in the guest", Missed, apply)]);
-        // The floor: manifest 5 ms + spawn 60 ms (the sample boots) +
-        // persist 20 ms = 85 ms.
+        // The floor: verify 15 ms + spawn 50 ms + persist 20 ms = 85 ms.
         let floor = "apply-to-exec with persistence vs its floor";
         check(&r, &[(floor, NotMeasured, &["STATE disk"])]);
         r.agent.as_mut().unwrap().persisted = Some(crate::results::Persisted {
             ack_ms: vec![40.0],
             apply_to_exec_ms: vec![100.0],
-            stages_ms: vec![("persist".into(), vec![20.0])],
+            stages_ms: vec![
+                ("verify".into(), vec![15.0]),
+                ("persist".into(), vec![20.0]),
+                ("spawn".into(), vec![50.0]),
+            ],
             boot_to_running_ms: vec![9000.0],
         });
         check(&r, &[(floor, Met, &["1.18× (100.0 ms against 85.0 ms)"])]);
         r.agent.as_mut().unwrap().persisted.as_mut().unwrap().apply_to_exec_ms = vec![150.0];
         let note: &[&str] = &[
             "1.76×",
-            "signature check 5.0 ms + spawn 60.0 ms + flushed write 20.0 ms",
+            "signature check 15.0 ms + spawn 50.0 ms + flushed write 20.0 ms",
         ];
         check(&r, &[(floor, Missed, note)]);
         let a = analyse(&r);
