@@ -188,12 +188,16 @@ fn a_signed_poweroff_survives_an_agent_crash_mid_shutdown() {
     let a = node.service_spec("a", "while :; do sleep 1; done");
     // Ignores SIGTERM (and so does each sleep it runs): the stop waits out
     // its timeout, and the agent dies in the middle of it.
-    let mut stubborn = node.service_spec("stubborn", "trap '' TERM; while :; do sleep 0.2; done");
+    let mut stubborn = node.service_spec("stubborn", "trap '' TERM; echo trap set; while :; do sleep 0.2; done");
     stubborn["after"] = json!(["a"]);
     stubborn["stop_timeout_ms"] = json!(1500);
     expect_ok(node.apply(&config(1, vec![a, stubborn], vec![])));
     node.wait_running("a");
     node.wait_running("stubborn");
+    // "running" means exec'd, not that the shell has run its trap yet: a
+    // SIGTERM before it kills stubborn, and the restarted agent then has
+    // nothing of it left to stop.
+    node.wait_status("stubborn's trap set", |_| node.logs("stubborn", 1) == ["trap set"]);
 
     let poweroff = node.command(CommandKind::Poweroff);
     let r = expect_ok(node.call("poweroff", json!({"envelope": poweroff.to_json()})));
@@ -211,8 +215,12 @@ fn a_signed_poweroff_survives_an_agent_crash_mid_shutdown() {
     assert_eq!(code, "shutting_down");
     let init_status = wait_child(&mut node.init, TIMEOUT).expect("init was not signalled");
     assert_eq!(init_status.signal(), Some(Signal::SIGTERM as i32));
-    assert!(node.marked_processes().is_empty(), "{:?}", node.marked_processes());
     let log = node.stderr();
+    assert!(
+        node.marked_processes().is_empty(),
+        "{:?}\n{log}",
+        node.marked_processes()
+    );
     let resumed = log.find("resuming the signed poweroff").expect(&log);
     let after = &log[resumed..];
     assert!(!after.contains("started "), "a service started again:\n{log}");
