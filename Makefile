@@ -74,6 +74,7 @@ rootfs: node-bins
 	install -m 0755 $(B)/bin/basalt-agent $(B)/rootfs/sbin/basalt-agent
 	install -m 0755 $(B)/bin/kubelet $(B)/rootfs/usr/bin/kubelet
 	install -m 0644 $(B)/keys/config.pub $(B)/rootfs/etc/basalt/trusted-keys/dev.pub
+	install -m 0644 $(B)/keys/image.pub $(B)/rootfs/etc/basalt/image.pub
 	@printf 'NAME=basalt\nID=basalt\nVERSION_ID=%s\n' "$(VERSION)" > $(B)/rootfs/etc/os-release
 
 image: kernel rootfs

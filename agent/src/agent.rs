@@ -16,14 +16,16 @@ use crate::persist::Store;
 use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Run, Supervisor};
+use crate::upgrade::{ConfigHealth, DataOutcome, Places, ServiceView, TrialAction, Upgrades};
+use basalt_common::command::UpgradeTerms;
 use basalt_common::command::{Command, CommandError, CommandKind};
 use basalt_common::config::{self, ApplyContext, Config, ConfigError};
 use basalt_common::envelope::{SignedEnvelope, VerifyError};
 use basalt_common::json;
 use basalt_common::keys::PublicKey;
 use basalt_common::proto::{self, ErrorCode, Frame, Op, MAX_FRAME};
-use basalt_common::state_record::{Sealed, StateRecord};
+use basalt_common::state_record::{Sealed, StateRecord, UpgradeOutcome, UpgradeRecord};
 use basalt_common::text::clip;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -85,7 +87,11 @@ impl Stages {
 fn init_signal(shutdown: CommandKind) -> Signal {
     match shutdown {
         CommandKind::Poweroff => Signal::SIGTERM,
-        CommandKind::Reboot | CommandKind::ResetVar | CommandKind::Confirm => Signal::SIGINT,
+        CommandKind::Reboot
+        | CommandKind::ResetVar
+        | CommandKind::Confirm
+        | CommandKind::Upgrade
+        | CommandKind::Rollback => Signal::SIGINT,
     }
 }
 
@@ -128,6 +134,10 @@ pub struct Agent {
     /// The STATE partition's records: what survives a reboot.
     store: Store,
     trial: Option<Trial>,
+    /// A/B slots, update bundles, the trial of a new slot.
+    upgrades: Upgrades,
+    /// What became of the persisted config at boot (a trial slot's health).
+    boot_config: ConfigHealth,
 }
 
 /// Where a config being applied comes from.
@@ -151,7 +161,16 @@ impl Agent {
             unix: settings.listen_unix.clone(),
         };
         let supervisor = Supervisor::new(settings.log_dir(), settings.proc_dir.clone());
-        let scrub = Scrub::from_boot_report(read_boot_report(&settings.boot_report()).as_ref(), boot.scrub_rate);
+        let report = read_boot_report(&settings.boot_report());
+        let scrub = Scrub::from_boot_report(report.as_ref(), boot.scrub_rate);
+        let places = Places {
+            image_key: settings.node_path("/etc/basalt/image.pub"),
+            class_block: settings.node_path("/sys/class/block"),
+            dev: settings.node_path("/dev"),
+            esp_mount: settings.node_path("/run/basalt/esp"),
+            esp_dir: settings.esp_dir.clone(),
+        };
+        let upgrades = Upgrades::open(&places, report.as_ref());
         let store = Store::open(
             &boot.state,
             &settings.node_path("/sys/class/block"),
@@ -177,6 +196,8 @@ impl Agent {
             scrub,
             store,
             trial: None,
+            upgrades,
+            boot_config: ConfigHealth::NoneStored,
         };
         let stored = agent.store.read();
         if agent.recover() {
@@ -185,19 +206,40 @@ impl Agent {
             if let Some((slot, _)) = stored.first() {
                 agent.store.chose(*slot, "in force before the agent restarted".into());
             }
+            agent.boot_config = match agent.applied {
+                Some(_) => ConfigHealth::Applied,
+                None => ConfigHealth::NoneStored,
+            };
         } else {
-            agent.boot_from_store(stored);
+            agent.boot_config = agent.boot_from_store(stored);
+        }
+        let outcome = agent.upgrades.on_boot(clock::now_ns(), agent.store.record());
+        if let Some(upgrade) = outcome {
+            agent.record_upgrade(upgrade, None);
         }
         agent
+    }
+
+    /// Writes an upgrade's outcome (and a raised image version floor) to STATE.
+    fn record_upgrade(&mut self, upgrade: UpgradeRecord, floor: Option<u64>) {
+        let old = self.store.record().clone();
+        let record = StateRecord {
+            upgrade: Some(upgrade),
+            image_version_floor: old.image_version_floor.max(floor),
+            ..old
+        };
+        if let Err(e) = self.store.write(record) {
+            log::error!("upgrade: cannot record the outcome: {e}");
+        }
     }
 
     /// A fresh boot: applies the newest record on the STATE partition that
     /// passes every check a request would, before any request is read; if
     /// it fails, the other record; if neither, maintenance mode.
-    fn boot_from_store(&mut self, stored: Vec<(usize, Sealed)>) {
+    fn boot_from_store(&mut self, stored: Vec<(usize, Sealed)>) -> ConfigHealth {
         let Some(device) = self.store.device().map(|p| p.display().to_string()) else {
             log::info!("no STATE partition: configs last until the next reboot; starting in maintenance mode");
-            return;
+            return ConfigHealth::NoneStored;
         };
         let floors = stored.iter().map(|(_, s)| s.record.generation_floor).max().flatten();
         let image_floor = stored.iter().map(|(_, s)| s.record.image_version_floor).max().flatten();
@@ -210,7 +252,7 @@ impl Agent {
                     "STATE {device}: no valid record ({n} damaged, kept as they are): starting in maintenance mode"
                 ),
             }
-            return;
+            return ConfigHealth::NoneStored;
         }
         let newest = stored[0].1.seq;
         for (slot, sealed) in stored {
@@ -221,7 +263,7 @@ impl Agent {
                 );
                 self.store
                     .chose(slot, "the newest record, which holds no config".into());
-                return;
+                return ConfigHealth::NoneStored;
             };
             match self.accept_config(envelope, clock::now_ns(), Source::Stored) {
                 Ok(result) => {
@@ -236,7 +278,7 @@ impl Agent {
                         sealed.seq
                     );
                     self.store.chose(slot, why);
-                    return;
+                    return ConfigHealth::Applied;
                 }
                 Err((code, why)) => {
                     log::error!(
@@ -248,6 +290,7 @@ impl Agent {
             }
         }
         log::error!("no record on STATE {device} could be applied: starting in maintenance mode");
+        ConfigHealth::Failed(format!("no record on STATE {device} could be applied"))
     }
 
     /// Takes back this boot's tmpfs state. False if there was none.
@@ -374,6 +417,13 @@ impl Agent {
             Op::Reboot { envelope } => self.command(CommandKind::Reboot, envelope, received_ns),
             Op::Poweroff { envelope } => self.command(CommandKind::Poweroff, envelope, received_ns),
             Op::ResetVar { envelope } => self.command(CommandKind::ResetVar, envelope, received_ns),
+            Op::Upgrade {
+                envelope,
+                manifest,
+                signature,
+            } => self.upgrade(envelope, &manifest, &signature, received_ns),
+            Op::UpgradeData { upgrade, offset, data } => self.upgrade_data(&upgrade, offset, &data),
+            Op::Rollback { envelope } => self.rollback(envelope, received_ns),
         };
         match reply {
             Ok(result) => proto::ok_line(&req.id, result),
@@ -675,8 +725,21 @@ impl Agent {
         envelope: &SignedEnvelope,
         now: u64,
     ) -> Result<String, (ErrorCode, String)> {
+        self.check_signed(envelope, now, |p| Command::parse(p, kind).map(|c| (c, ())))
+            .map(|(key_id, ())| key_id)
+    }
+
+    /// [`check_command`](Self::check_command) for a command that carries
+    /// more than node and nonce: `parse` reads it. Returns the key id and
+    /// what `parse` read besides the command.
+    fn check_signed<T>(
+        &mut self,
+        envelope: &SignedEnvelope,
+        now: u64,
+        parse: impl FnOnce(&[u8]) -> Result<(Command, T), CommandError>,
+    ) -> Result<(String, T), (ErrorCode, String)> {
         let key_id = self.verify(envelope)?.key_id();
-        let cmd = Command::parse(&envelope.payload, kind).map_err(|e| match e {
+        let (cmd, extra) = parse(&envelope.payload).map_err(|e| match e {
             CommandError::WrongKind { .. } => (ErrorCode::WrongKind, e.to_string()),
             CommandError::Json(_) => (ErrorCode::BadRequest, e.to_string()),
         })?;
@@ -690,18 +753,56 @@ impl Agent {
         self.nonces
             .consume(&cmd.nonce, now)
             .map_err(|e| (ErrorCode::BadNonce, e.to_string()))?;
-        Ok(key_id)
+        Ok((key_id, extra))
     }
 
     fn command(&mut self, kind: CommandKind, envelope: SignedEnvelope, now: u64) -> Reply {
         let key_id = self.check_command(kind, &envelope, now)?;
         // After the nonce check, so a replay is reported as one even mid-shutdown.
         self.refuse_if_shutting_down()?;
+        Ok(self.shut_down(kind, &format!("signed {} accepted (key {key_id})", kind.as_str())))
+    }
+
+    /// `upgrade`: a signed command naming one bundle, with its manifest.
+    fn upgrade(&mut self, envelope: SignedEnvelope, manifest: &[u8], signature: &[u8], now: u64) -> Reply {
+        let (key_id, terms): (String, UpgradeTerms) = self.check_signed(&envelope, now, Command::parse_upgrade)?;
+        self.refuse_if_shutting_down()?;
+        log::info!("signed upgrade request accepted (key {key_id})");
+        let floor = self.store.record().image_version_floor;
+        self.upgrades.begin(terms, manifest, signature, floor)
+    }
+
+    fn upgrade_data(&mut self, id: &str, offset: u64, data: &[u8]) -> Reply {
+        self.refuse_if_shutting_down()?;
+        match self.upgrades.data(id, offset, data)? {
+            DataOutcome::Progress(v) => Ok(v),
+            DataOutcome::Staged { result, record, reboot } => {
+                self.record_upgrade(record, None);
+                if reboot {
+                    self.shut_down(CommandKind::Reboot, "upgrade staged with --reboot");
+                }
+                Ok(result)
+            }
+        }
+    }
+
+    fn rollback(&mut self, envelope: SignedEnvelope, now: u64) -> Reply {
+        let key_id = self.check_command(CommandKind::Rollback, &envelope, now)?;
+        self.refuse_if_shutting_down()?;
+        let mut result = self.upgrades.rollback()?;
+        let stopping = self.shut_down(CommandKind::Reboot, &format!("signed rollback accepted (key {key_id})"));
+        result["stopping"] = stopping["stopping"].clone();
+        Ok(result)
+    }
+
+    /// Stops every service in reverse order, then signals init for `kind`
+    /// (reboot, poweroff or reset-var); returns the answer to send.
+    fn shut_down(&mut self, kind: CommandKind, why: &str) -> Value {
         let shutdown = kind;
         log::warn!(
-            "signed {} accepted (key {key_id}): stopping services in reverse order, then signalling init (pid {})",
-            shutdown.as_str(),
-            self.settings.init_pid
+            "{why}: stopping services in reverse order, then signalling init (pid {}) for {}",
+            self.settings.init_pid,
+            shutdown.as_str()
         );
         let stopping: Vec<String> = self
             .supervisor
@@ -727,7 +828,44 @@ impl Agent {
         if let Err(e) = self.store.write(record) {
             log::error!("{e}; the {} goes ahead", shutdown.as_str());
         }
-        Ok(json!({"accepted": shutdown.as_str(), "stopping": stopping}))
+        json!({"accepted": shutdown.as_str(), "stopping": stopping})
+    }
+
+    /// The health window of a slot on trial, then its bless or a reboot.
+    fn tick_upgrade(&mut self, now: u64) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let views: Vec<ServiceView> = self
+            .supervisor
+            .services()
+            .iter()
+            .map(|s| ServiceView {
+                name: &s.spec.name,
+                running: matches!(s.run, Run::Running(_)),
+                exited: matches!(s.run, Run::Backoff { .. } | Run::Exited),
+                restarts: s.restarts,
+            })
+            .collect();
+        match self.upgrades.tick(now, &self.boot_config, &views) {
+            None => {}
+            Some(TrialAction::Reboot(why)) => {
+                self.shut_down(CommandKind::Reboot, &format!("the trial failed ({why})"));
+            }
+            Some(TrialAction::Blessed { version_seq }) => {
+                let upgrade = self.store.record().upgrade.clone();
+                match upgrade.filter(|u| u.outcome == UpgradeOutcome::Staged) {
+                    Some(u) => self.record_upgrade(
+                        UpgradeRecord {
+                            outcome: UpgradeOutcome::Blessed,
+                            ..u
+                        },
+                        version_seq,
+                    ),
+                    None => log::warn!("upgrade: blessed, but STATE holds no staged upgrade: the floor stays"),
+                }
+            }
+        }
     }
 
     fn logs(&self, source: &str, tail: u64, since: Option<u64>) -> Reply {
@@ -818,6 +956,7 @@ impl Agent {
             },
             "shutting_down": self.shutdown.map(CommandKind::as_str),
             "scrub": self.scrub.status(now),
+            "upgrades": self.upgrades.status(self.store.record()),
             "now_ms": clock::ms(now),
             "nonce": nonce,
         })
@@ -864,6 +1003,7 @@ impl Agent {
             let _ = self.save_state();
         }
         self.scrub.tick(now, scrub::service_up(self.supervisor.services()));
+        self.tick_upgrade(now);
         if now >= self.next_pump_ns {
             self.pump_logs();
             self.next_pump_ns = now + LOG_PUMP_NS;
@@ -902,7 +1042,8 @@ impl Agent {
         let pump = self
             .trial
             .map_or(self.next_pump_ns, |t| t.until_ns.min(self.next_pump_ns))
-            .min(self.scrub.next_deadline().unwrap_or(u64::MAX));
+            .min(self.scrub.next_deadline().unwrap_or(u64::MAX))
+            .min(self.upgrades.next_deadline().unwrap_or(u64::MAX));
         self.supervisor.next_deadline().map_or(pump, |d| d.min(pump))
     }
 

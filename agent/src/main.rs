@@ -26,6 +26,7 @@ mod supervisor;
 #[allow(unsafe_code, reason = "the sys module holds all of this crate's unsafe code")]
 mod sys;
 mod trust;
+mod upgrade;
 
 use settings::{Invocation, Settings, UsageError};
 use std::process::ExitCode;

@@ -31,6 +31,7 @@ from the kernel command line. Options exist for tests and debugging:
   --init-pid PID        process to signal for poweroff (SIGTERM) and reboot (SIGINT) (default 1)
   --hostname-file FILE  write the hostname to FILE instead of calling sethostname(2)
   --log-cap BYTES       bytes kept per log (default 262144)
+  --esp-dir DIR         use DIR as the mounted ESP (default: mount it at /run/basalt/esp)
   --help, --version
 ";
 
@@ -43,6 +44,9 @@ pub struct Settings {
     pub init_pid: i32,
     pub hostname_file: Option<PathBuf>,
     pub log_cap: u64,
+    /// A directory that stands in for the mounted ESP (tests); by default
+    /// the agent mounts the ESP partition at /run/basalt/esp.
+    pub esp_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             init_pid: 1,
             hostname_file: None,
             log_cap: DEFAULT_LOG_CAP,
+            esp_dir: None,
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn parse_args(args: &[String]) -> Result<Invocation, UsageError> {
             "--cmdline" => cmdline = Some(PathBuf::from(value()?)),
             "--listen-unix" => s.listen_unix = Some(PathBuf::from(value()?)),
             "--hostname-file" => s.hostname_file = Some(PathBuf::from(value()?)),
+            "--esp-dir" => s.esp_dir = Some(PathBuf::from(value()?)),
             "--init-pid" => {
                 let v = value()?;
                 s.init_pid = match v.parse::<i32>() {

@@ -176,12 +176,26 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A `confirm` arrived with no config on trial.
     NoTrial,
+    /// An update bundle failed a check: its signature, its manifest, a
+    /// chunk's SHA-256, a part's, or the slot's own signed manifest.
+    BadBundle,
+    /// The bundle is below the node's image version floor, and the signed
+    /// request does not allow a downgrade.
+    Downgrade,
+    /// This node cannot take that bundle: not booted from a disk slot, another
+    /// architecture, the booted slot as target, or too big for the disk.
+    NotUpgradable,
+    /// `upgrade-data` for no upgrade in progress, or at the wrong offset.
+    NoUpgrade,
+    /// `rollback` with nothing to roll back to: the other slot is empty,
+    /// marked bad, or fails verification.
+    RollbackRefused,
     /// An unexpected failure inside the agent.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::MalformedJson,
         ErrorCode::BadRequest,
@@ -199,6 +213,11 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::ShuttingDown,
         ErrorCode::NoTrial,
+        ErrorCode::BadBundle,
+        ErrorCode::Downgrade,
+        ErrorCode::NotUpgradable,
+        ErrorCode::NoUpgrade,
+        ErrorCode::RollbackRefused,
         ErrorCode::Internal,
     ];
 
@@ -221,6 +240,11 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::NoTrial => "no_trial",
+            ErrorCode::BadBundle => "bad_bundle",
+            ErrorCode::Downgrade => "downgrade",
+            ErrorCode::NotUpgradable => "not_upgradable",
+            ErrorCode::NoUpgrade => "no_upgrade",
+            ErrorCode::RollbackRefused => "rollback_refused",
             ErrorCode::Internal => "internal",
         }
     }
@@ -266,7 +290,28 @@ pub enum Op {
     ResetVar {
         envelope: SignedEnvelope,
     },
+    /// Starts (or resumes) installing an update bundle: a signed command
+    /// naming the bundle, and the bundle's manifest and its signature.
+    Upgrade {
+        envelope: SignedEnvelope,
+        manifest: Vec<u8>,
+        signature: Vec<u8>,
+    },
+    /// The next bytes of the bundle's parts (UKI, then slot), at `offset`.
+    UpgradeData {
+        upgrade: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Boots the other slot (a signed command).
+    Rollback {
+        envelope: SignedEnvelope,
+    },
 }
+
+/// The most bundle bytes one `upgrade-data` request carries: 512 KiB, whose
+/// base64 (683 KiB) leaves room in a 1 MiB frame.
+pub const MAX_UPGRADE_DATA: usize = 512 * 1024;
 
 impl Op {
     pub fn name(&self) -> &'static str {
@@ -278,6 +323,9 @@ impl Op {
             Op::Reboot { .. } => "reboot",
             Op::Poweroff { .. } => "poweroff",
             Op::ResetVar { .. } => "reset-var",
+            Op::Upgrade { .. } => "upgrade",
+            Op::UpgradeData { .. } => "upgrade-data",
+            Op::Rollback { .. } => "rollback",
         }
     }
 }
@@ -387,9 +435,38 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "reset-var" => Op::ResetVar {
             envelope: envelope(&fields(&["envelope"])?)?,
         },
+        "rollback" => Op::Rollback {
+            envelope: envelope(&fields(&["envelope"])?)?,
+        },
+        "upgrade" => {
+            let f = fields(&["envelope", "manifest", "signature"])?;
+            let bytes = |key: &str| {
+                crate::b64::decode(f.str(key).map_err(|e| bad(&id, e))?)
+                    .map_err(|e| bad(&id, JsonError::new(f.path_of(key), e.to_string())))
+            };
+            Op::Upgrade {
+                envelope: envelope(&f)?,
+                manifest: bytes("manifest")?,
+                signature: bytes("signature")?,
+            }
+        }
+        "upgrade-data" => {
+            let f = fields(&["upgrade", "offset", "data"])?;
+            let data = crate::b64::decode(f.str("data").map_err(|e| bad(&id, e))?)
+                .map_err(|e| bad(&id, JsonError::new("$.data", e.to_string())))?;
+            if data.is_empty() || data.len() > MAX_UPGRADE_DATA {
+                let what = format!("1 to {MAX_UPGRADE_DATA} bytes of bundle per request");
+                return Err(bad(&id, JsonError::new("$.data", what)));
+            }
+            Op::UpgradeData {
+                upgrade: clip(f.str("upgrade").map_err(|e| bad(&id, e))?).to_string(),
+                offset: f.u64("offset").map_err(|e| bad(&id, e))?,
+                data,
+            }
+        }
         other => {
             let message = format!(
-                "unknown op {:?} (known: status, logs, apply, confirm, reboot, poweroff, reset-var)",
+                "unknown op {:?} (known: status, logs, apply, confirm, reboot, poweroff, reset-var, upgrade, upgrade-data, rollback)",
                 clip(other)
             );
             return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));

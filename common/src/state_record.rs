@@ -59,8 +59,86 @@ pub struct StateRecord {
     pub config: Option<SignedEnvelope>,
     /// The kind of the last accepted signed shutdown (`reboot`, `poweroff`).
     pub last_shutdown: Option<String>,
-    /// Images below this version are not installed (the upgrade issue).
+    /// Images below this version are not installed unless a signed
+    /// upgrade allows a downgrade; a blessed upgrade raises it.
     pub image_version_floor: Option<u64>,
+    /// The last upgrade staged, and what became of it (docs/upgrades.md).
+    pub upgrade: Option<UpgradeRecord>,
+}
+
+/// What became of an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeOutcome {
+    /// Written and checked; its entry has tries left.
+    Staged,
+    /// Healthy for the window on the new slot: its entry has no counter.
+    Blessed,
+    /// Out of tries: the loader went back to the old slot.
+    Failed,
+}
+
+impl UpgradeOutcome {
+    pub const ALL: [UpgradeOutcome; 3] = [UpgradeOutcome::Staged, UpgradeOutcome::Blessed, UpgradeOutcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeOutcome::Staged => "staged",
+            UpgradeOutcome::Blessed => "blessed",
+            UpgradeOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The last upgrade: enough for the new slot to bless itself (window,
+/// version floor) and for the old one to say what failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRecord {
+    /// The PARTLABEL written (`ROOT-A`, `ROOT-B`).
+    pub target: String,
+    pub version: String,
+    pub version_seq: u64,
+    /// The version that was running when it was staged.
+    pub from_version: String,
+    pub health_window_ms: u64,
+    pub outcome: UpgradeOutcome,
+}
+
+impl UpgradeRecord {
+    fn to_json(&self) -> Value {
+        json!({
+            "target": self.target,
+            "version": self.version,
+            "version_seq": self.version_seq,
+            "from_version": self.from_version,
+            "health_window_ms": self.health_window_ms,
+            "outcome": self.outcome.as_str(),
+        })
+    }
+
+    fn parse(v: &Value, path: &str) -> Result<Self, JsonError> {
+        let keys = [
+            "target",
+            "version",
+            "version_seq",
+            "from_version",
+            "health_window_ms",
+            "outcome",
+        ];
+        let f = Fields::new(v, path, &keys)?;
+        let outcome = f.str("outcome")?;
+        let outcome = UpgradeOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == outcome)
+            .ok_or_else(|| JsonError::new(f.path_of("outcome"), "expected staged, blessed or failed"))?;
+        Ok(UpgradeRecord {
+            target: f.str("target")?.into(),
+            version: f.str("version")?.into(),
+            version_seq: f.u64("version_seq")?,
+            from_version: f.str("from_version")?.into(),
+            health_window_ms: f.u64("health_window_ms")?,
+            outcome,
+        })
+    }
 }
 
 /// Why a slot's bytes are not a record.
@@ -239,6 +317,7 @@ impl StateRecord {
             "config": self.config.as_ref().map(SignedEnvelope::to_json),
             "last_shutdown": self.last_shutdown,
             "image_version_floor": self.image_version_floor,
+            "upgrade": self.upgrade.as_ref().map(UpgradeRecord::to_json),
         })
     }
 
@@ -253,6 +332,7 @@ impl StateRecord {
                 "config",
                 "last_shutdown",
                 "image_version_floor",
+                "upgrade",
             ],
         )?;
         let format = f.u64("format")?;
@@ -275,11 +355,16 @@ impl StateRecord {
             None | Some(Value::Null) => None,
             Some(v) => Some(json::as_str(v, &f.path_of("last_shutdown"))?.to_string()),
         };
+        let upgrade = match f.opt("upgrade") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(UpgradeRecord::parse(v, &f.path_of("upgrade"))?),
+        };
         Ok(StateRecord {
             generation_floor: opt_u64("generation_floor")?,
             config,
             last_shutdown,
             image_version_floor: opt_u64("image_version_floor")?,
+            upgrade,
         })
     }
 }
@@ -295,7 +380,15 @@ mod tests {
             generation_floor: Some(3),
             config: Some(SignedEnvelope::sign(&key, br#"{"kind":"config"}"#.to_vec())),
             last_shutdown: Some("reboot".into()),
-            image_version_floor: None,
+            image_version_floor: Some(40),
+            upgrade: Some(UpgradeRecord {
+                target: "ROOT-B".into(),
+                version: "0.2.0".into(),
+                version_seq: 41,
+                from_version: "0.1.0".into(),
+                health_window_ms: 60_000,
+                outcome: UpgradeOutcome::Staged,
+            }),
         }
     }
 

@@ -39,6 +39,11 @@ commands:
   logs SOURCE [-n N] [-f]         a service's log, or \"agent\" / \"init\"
   reboot --key KEY                signed reboot, bound to this node and a fresh nonce
   poweroff --key KEY              signed poweroff, likewise
+  upgrade --bundle FILE --key KEY [--reboot] [--allow-downgrade] [--health-window DURATION]
+                                  signed: write the bundle into the slot not running and
+                                  stage it with 3 tries; --reboot boots it; it is blessed
+                                  after DURATION healthy (default 60s). A rerun resumes.
+  rollback --key KEY              signed: make the other slot the default and reboot
 
 endpoints (--endpoint, or $BASALT_ENDPOINT):
   unix:PATH             QEMU's chardev socket for the serial port, or --listen-unix
@@ -101,6 +106,8 @@ struct Opts {
     var: bool,
     /// `apply --try DURATION`: a trial of that many milliseconds.
     try_ms: Option<u64>,
+    bundle: Option<PathBuf>,
+    upgrade: crate::upgrade::UpgradeFlags,
     positional: Vec<String>,
 }
 
@@ -122,6 +129,15 @@ fn parse(args: &[String]) -> Result<Opts, CliError> {
             "--endpoint" | "-e" => o.endpoint = Some(value()?),
             "--json" => o.json = true,
             "--var" => o.var = true,
+            "--bundle" => o.bundle = Some(PathBuf::from(value()?)),
+            "--reboot" => o.upgrade.reboot = true,
+            "--allow-downgrade" => o.upgrade.allow_downgrade = true,
+            "--health-window" => {
+                let v = value()?;
+                o.upgrade.health_window_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    CliError::Usage(format!("--health-window {v:?} is not a duration such as 60s or 5m"))
+                })?);
+            }
             "--timeout" => {
                 let v = value()?;
                 let secs: f64 = v
@@ -267,8 +283,42 @@ fn dispatch(mut o: Opts, env_endpoint: Option<String>, out: &mut dyn Write) -> R
             let resp = signed_command(&mut client, &key, CommandKind::ResetVar)?;
             respond(&o, resp, out, render::command)
         }
+        "upgrade" => {
+            want_args(0, "--bundle FILE --key KEY")?;
+            let path = o
+                .bundle
+                .clone()
+                .ok_or_else(|| CliError::Usage("upgrade needs --bundle FILE".into()))?;
+            let bundle = crate::upgrade::BundleFile::open(&path)?;
+            let key = load_key(key_path(&o)?)?;
+            let mut client = connect(&o, env_endpoint)?;
+            let result = if o.json {
+                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, true, out)?
+            } else {
+                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, false, &mut std::io::stderr())?
+            };
+            print_upgrade(&o, &result, out);
+            Ok(())
+        }
+        "rollback" => {
+            want_args(0, "no arguments besides --key KEY")?;
+            let key = load_key(key_path(&o)?)?;
+            let mut client = connect(&o, env_endpoint)?;
+            let result = crate::upgrade::rollback(&mut client, &key)?;
+            print_upgrade(&o, &result, out);
+            Ok(())
+        }
         other => Err(CliError::Usage(format!("unknown command {other:?}"))),
     }
+}
+
+fn print_upgrade(o: &Opts, result: &Value, out: &mut dyn Write) {
+    let text = if o.json {
+        format!("{result}\n")
+    } else {
+        render::upgrade(result)
+    };
+    let _ = out.write_all(text.as_bytes());
 }
 
 /// `60s`, `5m`, `1h`, `1500ms`, or a bare number of seconds.
@@ -288,7 +338,7 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
     n.checked_mul(per)
 }
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -314,7 +364,7 @@ fn connect(o: &Opts, env_endpoint: Option<String>) -> Result<Client, CliError> {
     )?)
 }
 
-fn ok_result(resp: Response) -> Result<Value, CliError> {
+pub(crate) fn ok_result(resp: Response) -> Result<Value, CliError> {
     match resp {
         Response::Ok { result, .. } => Ok(result),
         Response::Error { code, message, .. } => Err(CliError::Agent { code, message }),
@@ -419,9 +469,8 @@ fn keygen(o: &Opts, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Fetches a nonce with status, signs a command bound to this node and that
-/// nonce, and sends it.
-pub fn signed_command(client: &mut Client, key: &SigningKey, kind: CommandKind) -> Result<Response, CliError> {
+/// Status's node id and a fresh nonce, for a signed command.
+pub(crate) fn node_and_nonce(client: &mut Client) -> Result<(String, String), CliError> {
     let status = ok_result(client.call("status", Map::new())?)?;
     let field = |name: &str| {
         status
@@ -436,11 +485,14 @@ pub fn signed_command(client: &mut Client, key: &SigningKey, kind: CommandKind) 
                     .map_or_else(|| format!("status has no {name}"), str::to_string),
             })
     };
-    let cmd = Command {
-        kind,
-        node: field("node")?,
-        nonce: field("nonce")?,
-    };
+    Ok((field("node")?, field("nonce")?))
+}
+
+/// Fetches a nonce with status, signs a command bound to this node and that
+/// nonce, and sends it.
+pub fn signed_command(client: &mut Client, key: &SigningKey, kind: CommandKind) -> Result<Response, CliError> {
+    let (node, nonce) = node_and_nonce(client)?;
+    let cmd = Command { kind, node, nonce };
     let envelope = SignedEnvelope::sign(key, cmd.to_payload());
     Ok(client.call(kind.as_str(), obj(json!({"envelope": envelope.to_json()})))?)
 }

@@ -173,6 +173,15 @@ impl Client {
         &self.endpoint
     }
 
+    /// How long to wait for the next response (or for a stalled send).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends a request and waits for its response.
     pub fn call(&mut self, op: &str, fields: Map<String, Value>) -> Result<Response, ClientError> {
         let id = Value::String(format!("ctl-{}-{}", std::process::id(), self.next_id));

@@ -8,3 +8,4 @@ pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod render;
+pub mod upgrade;

@@ -177,6 +177,35 @@ pub fn command(r: &Value) -> String {
     )
 }
 
+/// The answer to `upgrade` (a staged slot) or `rollback`.
+pub fn upgrade(r: &Value) -> String {
+    if let Some(st) = r.get("staged") {
+        return format!(
+            "{} {} (version_seq {}) staged as {} with {} tries; {}\n",
+            s(st, "slot"),
+            s(st, "version"),
+            st["version_seq"],
+            s(st, "entry"),
+            st["tries"],
+            if r["rebooting"] == true {
+                "rebooting into it"
+            } else {
+                "it boots at the next reboot"
+            }
+        );
+    }
+    if let Some(rb) = r.get("rollback") {
+        return format!(
+            "rolling back to {} {} ({}); stopping services ({}), then the node reboots\n",
+            s(rb, "slot"),
+            s(rb, "version"),
+            s(rb, "entry"),
+            names(r, "stopping")
+        );
+    }
+    format!("{r}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,7 @@ fn check_encode(mut input: Input) {
         config: with_config.then(|| SignedEnvelope::sign(&signing_key(), payload)),
         last_shutdown,
         image_version_floor,
+        upgrade: None,
     };
     match encode(seq, &record) {
         Ok(bytes) => {

@@ -106,8 +106,26 @@ pub fn request_line(req: &Request) -> Vec<u8> {
                 fields.insert("try_ms".into(), json!(ms));
             }
         }
-        Op::Confirm { envelope } | Op::Reboot { envelope } | Op::Poweroff { envelope } | Op::ResetVar { envelope } => {
+        Op::Confirm { envelope }
+        | Op::Reboot { envelope }
+        | Op::Poweroff { envelope }
+        | Op::ResetVar { envelope }
+        | Op::Rollback { envelope } => {
             fields.insert("envelope".into(), envelope.to_json());
+        }
+        Op::Upgrade {
+            envelope,
+            manifest,
+            signature,
+        } => {
+            fields.insert("envelope".into(), envelope.to_json());
+            fields.insert("manifest".into(), json!(b64::encode(manifest)));
+            fields.insert("signature".into(), json!(b64::encode(signature)));
+        }
+        Op::UpgradeData { upgrade, offset, data } => {
+            fields.insert("upgrade".into(), json!(upgrade));
+            fields.insert("offset".into(), json!(offset));
+            fields.insert("data".into(), json!(b64::encode(data)));
         }
     }
     proto::request_line(&req.id, req.op.name(), fields)

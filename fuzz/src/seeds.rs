@@ -520,6 +520,7 @@ fn sample_record() -> StateRecord {
         config: Some(SignedEnvelope::sign(&signing_key(), to_vec(&base_config()))),
         last_shutdown: Some("reboot".into()),
         image_version_floor: None,
+        upgrade: None,
     }
 }
 

@@ -29,16 +29,21 @@ pub const DEFAULT_STATE_SIZE: u64 = 16 * MIB;
 pub const ESP_LABEL: &str = "ESP";
 pub const STATE_LABEL: &str = "STATE";
 
-/// The two root slots: PARTLABEL, UKI file name, the letter users see.
+/// The two root slots: PARTLABEL, the UKI's file name in the parts
+/// directory and on the ESP, the letter users see. The ESP names are boot
+/// entries (`basalt_common::disk::boot_entry`): A above B, both blessed, so
+/// a fresh disk boots A.
 pub const SLOTS: [Slot; 2] = [
     Slot {
         label: "ROOT-A",
         uki: "basalt-a.efi",
+        esp_name: "basalt-1-a.efi",
         letter: "A",
     },
     Slot {
         label: "ROOT-B",
         uki: "basalt-b.efi",
+        esp_name: "basalt-0-b.efi",
         letter: "B",
     },
 ];
@@ -47,6 +52,7 @@ pub const SLOTS: [Slot; 2] = [
 pub struct Slot {
     pub label: &'static str,
     pub uki: &'static str,
+    pub esp_name: &'static str,
     pub letter: &'static str,
 }
 
@@ -223,9 +229,9 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
     ];
     for s in filled {
         let (out, size) = build_slot_uki(&spec.uki_spec(), s, &initrd, &parts)?;
-        ukis.push((s.uki.to_string(), size));
+        ukis.push((s.esp_name.to_string(), size));
         esp_files.push(EspFile {
-            dest: format!("{}/{}", esp::UKI_DIR, s.uki),
+            dest: format!("{}/{}", esp::UKI_DIR, s.esp_name),
             source: out,
         });
     }

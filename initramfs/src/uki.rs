@@ -181,9 +181,13 @@ pub fn objcopy_args(stub: &Path, out: &Path, sections: &[Section], vmas: &[u64])
     args
 }
 
-/// The os-release a UKI carries: systemd-boot shows PRETTY_NAME and sorts by VERSION_ID.
+/// The os-release a UKI carries: systemd-boot shows PRETTY_NAME. It has no
+/// `ID=` or `IMAGE_ID=` on purpose: with one, systemd-boot sorts entries by
+/// version first, and a rollback to an older version could never become
+/// the default; without, it sorts by file name, which the agent controls
+/// (basalt_common::disk::boot_entry).
 pub fn os_release(version: &str, slot: &str) -> String {
-    format!("NAME=basalt\nID=basalt\nVERSION_ID={version}\nPRETTY_NAME=\"basalt {version} (slot {slot})\"\n")
+    format!("NAME=basalt\nVERSION_ID={version}\nPRETTY_NAME=\"basalt {version} (slot {slot})\"\n")
 }
 
 /// What goes into one UKI.
@@ -401,7 +405,7 @@ mod tests {
     fn os_release_names_the_slot() {
         assert_eq!(
             os_release("0.1.0", "A"),
-            "NAME=basalt\nID=basalt\nVERSION_ID=0.1.0\nPRETTY_NAME=\"basalt 0.1.0 (slot A)\"\n"
+            "NAME=basalt\nVERSION_ID=0.1.0\nPRETTY_NAME=\"basalt 0.1.0 (slot A)\"\n"
         );
     }
 

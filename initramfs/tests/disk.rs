@@ -193,9 +193,9 @@ fn esp_holds_the_loader_its_config_and_one_uki_per_filled_slot() {
         let mut ukis: Vec<&str> = ukis.lines().collect();
         ukis.sort();
         let want: &[&str] = if fill_b {
-            &["::/EFI/Linux/basalt-a.efi", "::/EFI/Linux/basalt-b.efi"]
+            &["::/EFI/Linux/basalt-0-b.efi", "::/EFI/Linux/basalt-1-a.efi"]
         } else {
-            &["::/EFI/Linux/basalt-a.efi"]
+            &["::/EFI/Linux/basalt-1-a.efi"]
         };
         assert_eq!(ukis, want, "{name}");
         let names: Vec<&str> = report.ukis.iter().map(|(n, _)| n.as_str()).collect();

@@ -301,6 +301,24 @@ impl TestVm {
         }
     }
 
+    /// Waits until `needle` has appeared on `count` lines of the console
+    /// (a guest that reboots in the same VM prints its boot lines again).
+    pub fn expect_count(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.lines_with(needle).len() < count {
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{}: {needle:?} seen {} times, waited {timeout:?} for {count}\n{}\n(full console: {})",
+                    self.name,
+                    self.lines_with(needle).len(),
+                    self.console(),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for QEMU to exit (the guest powered off or rebooted).
     pub fn expect_exit(&self, timeout: Duration) -> ExitStatus {
         match self.vm.wait_for_exit(timeout) {
@@ -372,4 +390,45 @@ pub fn state_disk(path: &Path, state_mib: u64) -> u64 {
     file.write_all_at(&bytes.backup, bytes.backup_lba * gpt::SECTOR_SIZE)
         .unwrap();
     table.partitions[0].offset_bytes()
+}
+
+/// An update bundle built as `make bundle` builds `build/update.bundle`,
+/// from `rootfs` with the build's kernel, for slot `target` ("A" or "B"),
+/// signed with `key` (the build's image key, or another to test refusals).
+/// `(target, version, version_seq)` say what the bundle is.
+pub fn build_bundle(
+    build: &Build,
+    rootfs: &Path,
+    out: &Path,
+    (target, version, version_seq): (&str, &str, u64),
+    append: &str,
+    key: &SigningKey,
+) -> PathBuf {
+    use basalt_mkimage::bundle::{build_bundle, BundleSpec};
+    let slot = *basalt_mkimage::disk::SLOTS
+        .iter()
+        .find(|s| s.letter == target)
+        .unwrap_or_else(|| panic!("no slot {target}"));
+    let spec = BundleSpec {
+        init: build.path("bin/basalt-init"),
+        root: RootSource::Rootfs(rootfs.to_path_buf()),
+        modules_dir: build.modules_dir(),
+        kconfig: build.kconfig(),
+        fragment: Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-config/basalt.config"),
+        kernel: build.kernel(),
+        stub: basalt_mkimage::uki::DEFAULT_STUB.into(),
+        version: version.into(),
+        version_seq,
+        arch: basalt_common::bundle::Arch::X86_64,
+        handoff: basalt_common::manifest::DEFAULT_HANDOFF.into(),
+        slot_size: TEST_SLOT_SIZE,
+        salt: None,
+        target: slot,
+        append: Some(append.to_string()).filter(|a| !a.trim().is_empty()),
+        parts_dir: None,
+        out: out.to_path_buf(),
+        source_date_epoch: None,
+    };
+    build_bundle(&spec, key).unwrap_or_else(|e| panic!("build bundle {}: {e}", out.display()));
+    out.to_path_buf()
 }

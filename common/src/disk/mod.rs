@@ -4,6 +4,7 @@
 //! basalt-mkimage builds these on the host; basalt-init and the agent parse
 //! them on the node. See docs/disk-layout.md.
 
+pub mod boot_entry;
 pub mod crc32;
 pub mod gpt;
 pub mod slot;
