@@ -1,5 +1,4 @@
 //! basalt-bench: the command line around the suite (see lib.rs).
-#![deny(unsafe_code)]
 
 use basalt_bench::cli::{self, Command};
 use std::process::ExitCode;
