@@ -21,3 +21,4 @@ pub mod suite;
 pub mod svg;
 pub mod table;
 pub mod targets;
+pub mod template;

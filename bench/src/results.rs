@@ -632,6 +632,41 @@ pub mod tests_support {
         raw
     }
 
+    /// The disk sample, with the agent's figures (persisted applies too)
+    /// and an initramfs breakdown.
+    pub fn agent_raw() -> Raw {
+        let mut raw = disk_raw();
+        let stages = |s: &[(&str, f64)]| s.iter().map(|&(n, x)| (n.to_string(), vec![x])).collect();
+        raw.agent = Some(AgentRuns {
+            init_hwm_kib: vec![900.0, 1000.0, 1100.0],
+            agent_hwm_kib: vec![7000.0],
+            apply_to_exec_ms: vec![20.0],
+            end_to_end_ms: vec![300.0],
+            stages_ms: stages(&[("verify", 16.0), ("spawn", 28.0)]),
+            method: "Timed on the host.".into(),
+            ack_ms: vec![30.0],
+            boot_to_running_ms: vec![9500.0],
+            persisted: Some(Persisted {
+                ack_ms: vec![40.0],
+                apply_to_exec_ms: vec![100.0],
+                stages_ms: stages(&[("verify", 15.0), ("persist", 20.0), ("spawn", 50.0)]),
+                boot_to_running_ms: vec![9000.0],
+            }),
+        });
+        let (total, image, modules, init) = (70_000_000, 67_000_000, 2_000_000, 900_000);
+        let (module_count, manifest, framing) = (9, 1200, 98_800);
+        raw.initramfs = Some(crate::sizes::Breakdown {
+            total,
+            image,
+            modules,
+            module_count,
+            init,
+            manifest,
+            framing,
+        });
+        raw
+    }
+
     pub fn sample_raw() -> Raw {
         let mut boots = Vec::new();
         for run in 0..5 {
