@@ -5,7 +5,7 @@
 
 use crate::boots::{Init, Root, CMDLINE};
 use crate::hashing::Tool;
-use crate::results::{Analysis, Raw, Size};
+use crate::results::{AgentSummary, Analysis, Raw, Size};
 use crate::table::{fmt_kib, fmt_mib, fmt_ms, fmt_summary, Cell, Table, Unit};
 use crate::targets::Status;
 use crate::template::{self, Figures, Page};
@@ -252,8 +252,7 @@ fn sizes(f: &mut Figures, raw: &Raw) {
     }
 }
 
-/// Parts 5 and 6, and issue 12's figures: the same apply with a STATE
-/// disk, the node booted again on it, and the floor.
+/// Parts 5 and 6.
 fn agent(f: &mut Figures, raw: &Raw, a: &Analysis) {
     if let Some(hwm) = &a.handoff_hwm_kib {
         f.set("handoff_hwm", fmt_summary(hwm));
@@ -289,6 +288,12 @@ fn agent(f: &mut Figures, raw: &Raw, a: &Analysis) {
     if let Some(method) = raw.agent.as_ref().map(|x| x.method.as_str()).filter(|m| !m.is_empty()) {
         f.set("agent_method", method);
     }
+    persisted(f, s, a);
+}
+
+/// Issue 12's figures: the same apply with a STATE disk, the node booted
+/// again on it, and the floor.
+fn persisted(f: &mut Figures, s: &AgentSummary, a: &Analysis) {
     let Some(p) = &s.persisted else {
         return;
     };
