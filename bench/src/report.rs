@@ -526,16 +526,20 @@ mod tests {
         assert_eq!(j["tables"]["basalt benchmarks"], serde_json::json!([]));
     }
 
-    /// Part 8: a row per path and size, busybox's phase beside at 64 MiB.
+    /// Part 8: a row per path and size, busybox's phase beside at 64 MiB;
+    /// and issue 12's persisted applies.
     #[test]
-    fn disk_boots_render() {
-        let raw = tests_support::disk_raw();
+    fn disk_boots_and_persisted_applies_render() {
+        let raw = tests_support::agent_raw();
         let a = analyse(&raw);
         let md = markdown(&raw, &a);
         has_lines(&md, &[
             "| 64 MiB (64.0 MiB) | 512 MiB | 5 | basalt, disk, ram mode | 4000 (4000–4000) | 950 (950–950) | 0.50× |",
             "| 1024 MiB (1024.0 MiB) | 512 MiB | 5 | basalt, disk, disk mode | 4000 (4000–4000) | 400 (400–400) | — |",
             "![kernel to /init and PID1 phase against image size, per path](disk.svg)",
+            "| Apply → ack, STATE disk attached | 40.0 (40.0–40.0) |",
+            "| STATE disk attached, stage `persist` | 20.0 (20.0–20.0) |",
+            "| Boot → kubelet running: the persisted config, no apply | 9000 (9000–9000) |",
         ]);
         let svg = svg::disk(&a, "tcg");
         // Two charts of four series each (both inits from the initramfs at
