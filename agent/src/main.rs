@@ -5,7 +5,6 @@
 //! it for this node with a generation above the last one, then writes the
 //! config's files and starts and supervises its services. See
 //! docs/protocol.md and docs/config.md.
-#![deny(unsafe_code)]
 // A node program that panics takes the node down: failures are values.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -141,12 +141,24 @@ fn ctl(program: &Path, endpoint: &str, args: &[&str]) -> Result<String, String> 
 struct Applied {
     status: Status,
     /// VM start → the kubelet reported running.
-    boot_to_running: Duration,
+    boot_to_running_ms: f64,
     /// `basaltctl apply` start → kubelet running.
-    end_to_end: Duration,
+    end_to_end_ms: f64,
     /// `basaltctl apply` start → it returned (the agent's ok).
-    ack: Duration,
+    ack_ms: f64,
     accel: AccelChoice,
+}
+
+impl Applied {
+    /// The agent's own apply → kubelet exec.
+    fn apply_to_exec_ms(&self, run: usize) -> Result<f64, BenchError> {
+        let ms = self.status.apply_to_exec_ms.get(SERVICE).copied();
+        need(ms, "apply_to_exec_ms.kubelet", run)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn need(v: Option<f64>, what: &str, run: usize) -> Result<f64, BenchError> {
@@ -188,20 +200,15 @@ pub fn measure(
     let mut accel = None;
     for run in 0..runs {
         let plain = apply_once(build, &work, Some(&config_path), None, run)?;
-        let status = &plain.status;
-        let apply_ms = need(
-            status.apply_to_exec_ms.get(SERVICE).copied(),
-            "apply_to_exec_ms.kubelet",
-            run,
-        )?;
+        let (status, apply_ms) = (&plain.status, plain.apply_to_exec_ms(run)?);
         let agent_kib = need(status.agent_peak_rss_kib, "agent_peak_rss_kib", run)?;
         let init_kib = need(status.init_peak_rss_kib, "init_peak_rss_kib", run)?;
         out.apply_to_exec_ms.push(apply_ms);
         out.agent_hwm_kib.push(agent_kib);
         out.init_hwm_kib.push(init_kib);
-        out.end_to_end_ms.push(plain.end_to_end.as_secs_f64() * 1e3);
-        out.ack_ms.push(plain.ack.as_secs_f64() * 1e3);
-        out.boot_to_running_ms.push(plain.boot_to_running.as_secs_f64() * 1e3);
+        out.end_to_end_ms.push(plain.end_to_end_ms);
+        out.ack_ms.push(plain.ack_ms);
+        out.boot_to_running_ms.push(plain.boot_to_running_ms);
         push_stages(&mut out.stages_ms, status);
 
         let disk = work.join(format!("state-{run}.img"));
@@ -209,26 +216,20 @@ pub fn measure(
         let with = apply_once(build, &work, Some(&config_path), Some(&disk), run)?;
         let again = apply_once(build, &work, None, Some(&disk), run)?;
         let _ = std::fs::remove_file(&disk);
-        let exec_ms = need(
-            with.status.apply_to_exec_ms.get(SERVICE).copied(),
-            "apply_to_exec_ms.kubelet",
-            run,
-        )?;
+        let exec_ms = with.apply_to_exec_ms(run)?;
         persisted.apply_to_exec_ms.push(exec_ms);
-        persisted.ack_ms.push(with.ack.as_secs_f64() * 1e3);
-        persisted
-            .boot_to_running_ms
-            .push(again.boot_to_running.as_secs_f64() * 1e3);
+        persisted.ack_ms.push(with.ack_ms);
+        persisted.boot_to_running_ms.push(again.boot_to_running_ms);
         push_stages(&mut persisted.stages_ms, &with.status);
         progress(&format!(
             "agent run {}/{runs}: ack {:.0} ms without persistence, {:.0} ms with; apply→exec {apply_ms:.1} ms \
              and {exec_ms:.1} ms; boot to kubelet {:.0} ms with a manual apply, {:.0} ms on the persisted config; \
              VmHWM agent {agent_kib} KiB, init {init_kib} KiB",
             run + 1,
-            plain.ack.as_secs_f64() * 1e3,
-            with.ack.as_secs_f64() * 1e3,
-            plain.boot_to_running.as_secs_f64() * 1e3,
-            again.boot_to_running.as_secs_f64() * 1e3,
+            plain.ack_ms,
+            with.ack_ms,
+            plain.boot_to_running_ms,
+            again.boot_to_running_ms,
         ));
         accel = Some(plain.accel);
     }
@@ -286,17 +287,17 @@ fn apply_once(
         let config = config.display().to_string();
         ctl(&basaltctl, &endpoint, &["apply", &config, "--key", &key]).map_err(fail)?;
     }
-    let ack = t0.elapsed();
+    let ack_ms = ms(t0.elapsed());
     loop {
         let s = status().map_err(fail)?;
         if s.running() {
-            let (end_to_end, boot_to_running) = (t0.elapsed(), booted.elapsed());
-            let accel = vm.accel().clone();
+            let (end_to_end_ms, boot_to_running_ms) = (ms(t0.elapsed()), ms(booted.elapsed()));
+            let (status, accel) = (s, vm.accel().clone());
             return Ok(Applied {
-                status: s,
-                boot_to_running,
-                end_to_end,
-                ack,
+                status,
+                boot_to_running_ms,
+                end_to_end_ms,
+                ack_ms,
                 accel,
             });
         }

@@ -8,35 +8,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const USAGE: &str = "usage:
-  basalt-bench run --build DIR --handoff FILE --fragment FILE [options]
-      runs the suite and writes results.md, results.json, timeline.svg,
-      scaling.svg and disk.svg into --out (default: bench)
-  basalt-bench boot --build DIR --handoff FILE --fragment FILE --init basalt|busybox --size MiB [--root R]
-      builds one image and boots it once (for debugging the suite)
-  basalt-bench render --json FILE [--out DIR]
-      writes results.md, results.json, timeline.svg, scaling.svg and
-      disk.svg again from a run's results.json, booting nothing
-
-options:
-  --build DIR         make's build directory (vmlinuz, bin/, keys/, rootfs/, kernel/)
-  --handoff FILE      the bench-handoff fixture (static, x86_64-unknown-linux-musl)
-  --fragment FILE     kernel-config/basalt.config
-  --modules-dir DIR   kernel modules (default: BUILD/kernel/modules)
-  --kconfig FILE      kernel config (default: BUILD/kernel/config)
-  --busybox FILE      a static busybox (default: /bin/busybox)
-  --init NAME         boot: basalt or busybox
-  --size MiB          boot: the image size (default: 64)
-  --root R            boot: initramfs, or ram or disk (a slot disk in that root mode; default: initramfs)
-  --json FILE         render: the results.json to read
-  --out DIR           where the results go (default: bench)
-  --runs N            boots per init per image size, alternating (default: 5, at least 5)
-  --scale-runs N      boots per extra size for the scaling curve (default: 3)
-  --hash-rounds N     rounds of the hashing comparison (default: 5)
-  --hash-mib N        size of the hashed file (default: 1024)
-  --agent-runs N      fresh nodes configured for parts 5 and 6 (default: 5)
-  --parts LIST        comma-separated subset of: boot,disk,hash,sizes,agent (default: all)
-  --sizes LIST        boot only these image sizes, MiB, of 64,256,512,1024 (default: all)";
+/// The help text (bench/usage.txt).
+pub const USAGE: &str = include_str!("../usage.txt");
 
 const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
 

@@ -170,7 +170,7 @@ pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -
 }
 
 /// Step marks the baseline writes to the kernel log after each step, named
-/// as the basalt-init steps they correspond to.
+/// as the basalt-init steps they correspond to, in order.
 pub const BASELINE_MARKS: &[&str] = &[
     "mount-early",
     "modules",
@@ -181,51 +181,21 @@ pub const BASELINE_MARKS: &[&str] = &[
     "lockdown",
 ];
 
-/// The busybox baseline's /init: the steps basalt-init takes, as a shell
-/// script, with the flags basalt-init uses. Every command is a busybox
-/// applet reached through a symlink in /bin. `set -e`: any failure ends
-/// /init, the kernel panics, and with `panic=-1 -no-reboot` QEMU exits.
+/// The busybox baseline's /init (bench/baseline-init.sh): the steps
+/// basalt-init takes, as a shell script, with the flags basalt-init uses.
+/// Every command is a busybox applet reached through a symlink in /bin.
+/// `set -e`: any failure ends /init, the kernel panics, and with
+/// `panic=-1 -no-reboot` QEMU exits. switch_root deletes the initramfs,
+/// moves /newroot onto / and execs the handoff.
 pub fn baseline_script(modules: &[String], image_sha256: &[u8; 32], handoff: &str) -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n\
-         # basalt-bench baseline /init (busybox): the work basalt-init does, as a script.\n\
-         set -e\n\
-         mark() { echo \"bench-mark $1\" > \"$kmsg\"; }\n\
-         kmsg=/dev/kmsg\n\
-         mount -t proc -o nosuid,nodev,noexec proc /proc\n\
-         mount -t sysfs -o nosuid,nodev,noexec sysfs /sys\n\
-         mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev\n\
-         mount -t securityfs -o nosuid,nodev,noexec securityfs /sys/kernel/security\n\
-         mount -t tmpfs -o nosuid,nodev,noexec,mode=0755,size=20% run /run\n\
-         mark mount-early\n",
-    );
-    for m in modules {
-        s.push_str(&format!("insmod /basalt/modules/{m}.ko\n"));
-    }
-    s.push_str("mark modules\n");
-    s.push_str(&format!(
-        "set -- $(sha256sum /basalt/root.sqsh)\n\
-         [ \"$1\" = {} ] || {{ echo \"baseline: root image digest mismatch: $1\"; exit 1; }}\n\
-         mark verify-image\n",
-        hex::encode(image_sha256)
-    ));
-    s.push_str(
-        "loop=$(losetup -f)\n\
-         losetup -r \"$loop\" /basalt/root.sqsh\n\
-         mount -t squashfs -o ro,nosuid,nodev \"$loop\" /newroot\n\
-         mark mount-root\n\
-         mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=64m tmpfs /newroot/tmp\n\
-         mount -t tmpfs -o nosuid,nodev,mode=0755,size=50% tmpfs /newroot/var\n\
-         mark mount-writable\n\
-         for m in /dev /proc /sys /run; do mount --move \"$m\" \"/newroot$m\"; done\n\
-         kmsg=/newroot/dev/kmsg\n\
-         mark switch-root\n\
-         echo integrity > /newroot/sys/kernel/security/lockdown\n\
-         mark lockdown\n",
-    );
-    // switch_root deletes the initramfs, moves /newroot onto / and execs.
-    s.push_str(&format!("exec switch_root /newroot {handoff}\n"));
-    s
+    let insmod: String = modules
+        .iter()
+        .map(|m| format!("insmod /basalt/modules/{m}.ko\n"))
+        .collect();
+    include_str!("../baseline-init.sh")
+        .replace("@INSMOD@\n", &insmod)
+        .replace("@IMAGE_SHA256@", &hex::encode(image_sha256))
+        .replace("@HANDOFF@", handoff)
 }
 
 /// The applets the script calls, each a symlink to /bin/busybox.
@@ -329,43 +299,29 @@ mod tests {
     #[test]
     fn baseline_script_does_basalts_steps_in_order() {
         let s = baseline_script(&["virtio_ring".into(), "loop".into()], &[0xab; 32], "/x/handoff");
-        let want_in_order = [
+        let insmod = "insmod /basalt/modules/virtio_ring.ko\ninsmod /basalt/modules/loop.ko\n";
+        let digest = format!("[ \"$1\" = {} ]", "ab".repeat(32));
+        let pieces = [
             "#!/bin/sh\n",
             "set -e\n",
-            "mount -t proc -o nosuid,nodev,noexec proc /proc\n",
-            "mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev\n",
-            "mount -t securityfs",
-            "mark mount-early\n",
-            "insmod /basalt/modules/virtio_ring.ko\ninsmod /basalt/modules/loop.ko\n",
+            "\nmark mount-early\n",
+            insmod,
             "mark modules\n",
-            "set -- $(sha256sum /basalt/root.sqsh)\n",
-            &format!("[ \"$1\" = {} ]", "ab".repeat(32)),
-            "mark verify-image\n",
-            "losetup -r \"$loop\" /basalt/root.sqsh\n",
-            "mount -t squashfs -o ro,nosuid,nodev \"$loop\" /newroot\n",
-            "mark mount-root\n",
-            "/newroot/tmp\n",
-            "/newroot/var\n",
-            "mark mount-writable\n",
-            "mount --move \"$m\" \"/newroot$m\"",
-            "kmsg=/newroot/dev/kmsg\n",
-            "mark switch-root\n",
-            "echo integrity > /newroot/sys/kernel/security/lockdown\n",
-            "mark lockdown\n",
-            "exec switch_root /newroot /x/handoff\n",
+            &digest,
         ];
+        let marks: Vec<String> = BASELINE_MARKS.iter().map(|m| format!("\nmark {m}\n")).collect();
         let mut at = 0;
-        for piece in want_in_order {
+        for piece in pieces.iter().copied().chain(marks.iter().skip(2).map(String::as_str)) {
             let found = s[at..]
                 .find(piece)
                 .unwrap_or_else(|| panic!("{piece:?} missing after byte {at}:\n{s}"));
-            at += found + piece.len();
+            at += found + piece.len() - 1;
         }
-        assert!(s.ends_with("exec switch_root /newroot /x/handoff\n"));
-        // Every mark is one BASELINE_MARKS names, each once.
-        for name in BASELINE_MARKS {
-            assert_eq!(s.matches(&format!("\nmark {name}\n")).count(), 1, "mark {name}");
+        assert!(s.ends_with("mark lockdown\nexec switch_root /newroot /x/handoff\n") && !s.contains('@'));
+        for mark in marks {
+            assert_eq!(s.matches(&mark).count(), 1, "{mark}");
         }
+        assert!(!baseline_script(&[], &[1; 32], "/h").contains("insmod"));
         // Every command the script runs has an applet link.
         for cmd in ["mount", "insmod", "sha256sum", "losetup", "switch_root"] {
             assert!(APPLETS.contains(&cmd), "{cmd}");

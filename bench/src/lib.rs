@@ -3,7 +3,6 @@
 //!
 //! `line` is shared with the in-guest fixture `bench-handoff` and builds
 //! without the `host` feature; everything else is the host side.
-#![deny(unsafe_code)]
 
 pub mod line;
 
@@ -22,3 +21,4 @@ pub mod suite;
 pub mod svg;
 pub mod table;
 pub mod targets;
+pub mod template;

@@ -1,5 +1,4 @@
 //! basalt-bench: the command line around the suite (see lib.rs).
-#![deny(unsafe_code)]
 
 use basalt_bench::cli::{self, Command};
 use std::process::ExitCode;
@@ -8,13 +7,13 @@ fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("basalt-bench: {e}\n\n{}", cli::USAGE);
+            eprint!("basalt-bench: {e}\n\n{}", cli::USAGE);
             return ExitCode::from(2);
         }
     };
     let result = match command {
         Command::Help => {
-            println!("{}", cli::USAGE);
+            print!("{}", cli::USAGE);
             Ok(())
         }
         Command::Run(opts) => basalt_bench::suite::run(&opts),

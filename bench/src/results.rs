@@ -11,6 +11,7 @@ use crate::sizes::{BinarySize, Breakdown};
 use crate::stats::linear_fit;
 pub use crate::stats::Summary;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// One boot, as the suite ran it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,11 +118,7 @@ impl Raw {
         of(self.boots.iter().filter_map(|b| b.host_load))
     }
 
-    /// The boots of one init and size from the initramfs, in run order.
-    fn boots_of(&self, init: Init, mib: u64) -> Vec<&BootRecord> {
-        self.boots_from(init, Root::Initramfs, mib)
-    }
-
+    /// The boots of one init, root and size, in run order.
     fn boots_from(&self, init: Init, root: Root, mib: u64) -> Vec<&BootRecord> {
         let of = |b: &&BootRecord| b.init == init && b.root == root && b.mib == mib;
         let mut v: Vec<&BootRecord> = self.boots.iter().filter(of).collect();
@@ -134,7 +131,7 @@ impl Raw {
         let basalt = self
             .boots
             .iter()
-            .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs);
+            .filter(|b| (b.init, b.root) == (Init::Basalt, Root::Initramfs));
         basalt.filter_map(|b| Some((b.outcome.report.as_ref()?, &b.outcome.phase)))
     }
 }
@@ -209,7 +206,10 @@ impl Comparison {
 
 pub fn comparisons(raw: &Raw) -> Vec<Comparison> {
     let compare = |&mib: &u64| {
-        let (basalt, busybox) = (raw.boots_of(Init::Basalt, mib), raw.boots_of(Init::Busybox, mib));
+        let (basalt, busybox) = (
+            raw.boots_from(Init::Basalt, Root::Initramfs, mib),
+            raw.boots_from(Init::Busybox, Root::Initramfs, mib),
+        );
         let basalt_runs: Vec<f64> = basalt.iter().map(|b| b.phase_ms()).collect();
         let busybox_runs: Vec<f64> = busybox.iter().map(|b| b.phase_ms()).collect();
         let (bs, bb) = (Summary::of(&basalt_runs)?, Summary::of(&busybox_runs)?);
@@ -245,14 +245,11 @@ pub struct StepStats {
 
 /// Steps in the order the boot reports list them.
 pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
-    let mut sizes: Vec<u64> = raw
+    let basalt = raw
         .boots
         .iter()
-        .filter(|b| b.init == Init::Basalt && b.root == Root::Initramfs)
-        .map(|b| b.mib)
-        .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
+        .filter(|b| (b.init, b.root) == (Init::Basalt, Root::Initramfs));
+    let sizes: BTreeSet<u64> = basalt.map(|b| b.mib).collect();
     let mut names: Vec<&str> = Vec::new();
     for s in raw.reports().flat_map(|(r, _)| &r.steps) {
         if !names.contains(&s.name.as_str()) {
@@ -260,7 +257,7 @@ pub fn step_stats(raw: &Raw) -> Vec<StepStats> {
         }
     }
     let at = |name: &str, mib: u64| {
-        let boots = raw.boots_of(Init::Basalt, mib);
+        let boots = raw.boots_from(Init::Basalt, Root::Initramfs, mib);
         let reports = boots.iter().filter_map(|b| b.outcome.report.as_ref());
         let found: Vec<(f64, f64)> = reports
             .filter_map(|r| {
@@ -329,11 +326,9 @@ pub struct Scaling {
 }
 
 pub fn scaling(raw: &Raw) -> Scaling {
-    let mut sizes: Vec<u64> = raw.compare_mib.iter().chain(&raw.scale_mib).copied().collect();
-    sizes.sort_unstable();
-    sizes.dedup();
+    let sizes: BTreeSet<u64> = raw.compare_mib.iter().chain(&raw.scale_mib).copied().collect();
     let point = |&mib: &u64| {
-        let boots = raw.boots_of(Init::Basalt, mib);
+        let boots = raw.boots_from(Init::Basalt, Root::Initramfs, mib);
         Some(ScalePoint {
             size: Size::of(boots.first()?),
             phase: of(boots.iter().map(|b| b.phase_ms()))?,
@@ -343,12 +338,8 @@ pub fn scaling(raw: &Raw) -> Scaling {
     };
     let points: Vec<ScalePoint> = sizes.iter().filter_map(point).collect();
     let line = |y: &dyn Fn(&ScalePoint) -> Option<f64>| {
-        linear_fit(
-            &points
-                .iter()
-                .filter_map(|p| Some((p.size.real_mib(), y(p)?)))
-                .collect::<Vec<_>>(),
-        )
+        let xy: Vec<(f64, f64)> = points.iter().filter_map(|p| Some((p.size.real_mib(), y(p)?))).collect();
+        linear_fit(&xy)
     };
     Scaling {
         fit: line(&|p| Some(p.phase.median)),
@@ -629,6 +620,41 @@ pub mod tests_support {
             }
         }
         raw.disk_mib = vec![64, 1024];
+        raw
+    }
+
+    /// The disk sample, with the agent's figures (persisted applies too)
+    /// and an initramfs breakdown.
+    pub fn agent_raw() -> Raw {
+        let mut raw = disk_raw();
+        let stages = |s: &[(&str, f64)]| s.iter().map(|&(n, x)| (n.to_string(), vec![x])).collect();
+        raw.agent = Some(AgentRuns {
+            init_hwm_kib: vec![900.0, 1000.0, 1100.0],
+            agent_hwm_kib: vec![7000.0],
+            apply_to_exec_ms: vec![20.0],
+            end_to_end_ms: vec![300.0],
+            stages_ms: stages(&[("verify", 16.0), ("spawn", 28.0)]),
+            method: "Timed on the host.".into(),
+            ack_ms: vec![30.0],
+            boot_to_running_ms: vec![9500.0],
+            persisted: Some(Persisted {
+                ack_ms: vec![40.0],
+                apply_to_exec_ms: vec![100.0],
+                stages_ms: stages(&[("verify", 15.0), ("persist", 20.0), ("spawn", 50.0)]),
+                boot_to_running_ms: vec![9000.0],
+            }),
+        });
+        let (total, image, modules, init) = (70_000_000, 67_000_000, 2_000_000, 900_000);
+        let (module_count, manifest, framing) = (9, 1200, 98_800);
+        raw.initramfs = Some(crate::sizes::Breakdown {
+            total,
+            image,
+            modules,
+            module_count,
+            init,
+            manifest,
+            framing,
+        });
         raw
     }
 

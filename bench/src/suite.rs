@@ -22,31 +22,35 @@ pub const SCALE_MIB: [u64; 2] = [256, 1024];
 /// Sizes also booted from a slot disk, in both root modes (part 8).
 pub const DISK_MIB: [u64; 3] = [64, 256, 1024];
 
-/// One padded root image and the initramfs built around it.
+/// One padded root image and what was built around it.
 #[derive(Debug, Clone)]
 pub struct SizedImage {
     pub nominal_mib: u64,
     pub bytes: u64,
-    pub files: Vec<PathBuf>,
+    squashfs: PathBuf,
+    basalt: PathBuf,
+    busybox: Option<PathBuf>,
+    /// The slot disk, and the folder of its parts (the UKI's initramfs).
+    disk: Option<(PathBuf, PathBuf)>,
 }
 
 impl SizedImage {
-    /// The initramfs that boots `init` from `root`.
-    fn initrd(&self, init: Init, root: Root) -> PathBuf {
-        let mib = self.nominal_mib;
-        let name = match root {
-            Root::Initramfs => format!("{}-{mib}m.img", init.as_str()),
-            _ => format!("disk-{mib}m"),
-        };
-        let found = self.files.iter().find(|f| f.ends_with(&name)).cloned();
-        let initrd = |f: PathBuf| {
-            if root == Root::Initramfs {
-                f
-            } else {
-                f.join("initrd.img")
-            }
-        };
-        found.map(initrd).unwrap_or_default()
+    /// The initramfs that boots `init` from `root`, and the slot disk.
+    fn boots(&self, init: Init, root: Root) -> (PathBuf, Option<PathBuf>) {
+        match (root, init, &self.disk) {
+            (Root::Initramfs, Init::Basalt, _) => (self.basalt.clone(), None),
+            (Root::Initramfs, Init::Busybox, _) => (self.busybox.clone().unwrap_or_default(), None),
+            (_, _, Some((disk, parts))) => (parts.join("initrd.img"), Some(disk.clone())),
+            _ => Default::default(),
+        }
+    }
+
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        let disk = self.disk.iter().flat_map(|(disk, parts)| [parts, disk]);
+        [&self.squashfs, &self.basalt]
+            .into_iter()
+            .chain(&self.busybox)
+            .chain(disk)
     }
 }
 
@@ -92,35 +96,31 @@ impl ImageFactory {
     /// the slot disk if asked.
     pub fn build(&mut self, mib: u64, with_baseline: bool, with_disk: bool) -> Result<&SizedImage, BenchError> {
         let t = Instant::now();
-        let squashfs = self.dir.join(format!("root-{mib}m.sqsh"));
-        let basalt = self.dir.join(format!("basalt-{mib}m.img"));
-        let mut image = SizedImage {
-            nominal_mib: mib,
-            bytes: 0,
-            files: vec![squashfs.clone(), basalt.clone()],
-        };
+        let at = |name: String| self.dir.join(name);
+        let (squashfs, basalt) = (at(format!("root-{mib}m.sqsh")), at(format!("basalt-{mib}m.img")));
+        let busybox = with_baseline.then(|| at(format!("busybox-{mib}m.img")));
+        let disk = with_disk.then(|| (at(format!("disk-{mib}m.img")), at(format!("disk-{mib}m"))));
         let padding = images::padding_for(mib * MIB, self.unpadded);
-        image.bytes = images::padded_image(&self.stage, padding, &squashfs)?;
+        let bytes = images::padded_image(&self.stage, padding, &squashfs)?;
         let report = images::basalt_initramfs(&self.inputs, &squashfs, &basalt)?;
-        if with_baseline {
-            let out = self.dir.join(format!("busybox-{mib}m.img"));
+        if let Some(out) = &busybox {
             let digest = &report.manifest.image.sha256;
-            images::baseline_initramfs(&self.busybox, &squashfs, digest, &report.modules, &out)?;
-            image.files.push(out);
+            images::baseline_initramfs(&self.busybox, &squashfs, digest, &report.modules, out)?;
         }
-        if with_disk {
-            let (parts, disk) = (
-                self.dir.join(format!("disk-{mib}m")),
-                self.dir.join(format!("disk-{mib}m.img")),
-            );
-            image.files.extend([parts.clone(), disk.clone()]);
-            images::slot_disk(&self.inputs, &squashfs, &parts, &disk)?;
+        if let Some((disk, parts)) = &disk {
+            images::slot_disk(&self.inputs, &squashfs, parts, disk)?;
         }
         let secs = t.elapsed().as_secs_f64();
-        progress(&format!(
-            "built the {mib} MiB image ({} bytes) in {secs:.1} s",
-            image.bytes
-        ));
+        progress(&format!("built the {mib} MiB image ({bytes} bytes) in {secs:.1} s"));
+        let nominal_mib = mib;
+        let image = SizedImage {
+            nominal_mib,
+            bytes,
+            squashfs,
+            basalt,
+            busybox,
+            disk,
+        };
         self.built.push(image);
         Ok(&self.built[self.built.len() - 1])
     }
@@ -128,7 +128,7 @@ impl ImageFactory {
 
 impl Drop for ImageFactory {
     fn drop(&mut self) {
-        for file in self.built.iter().flat_map(|i| &i.files) {
+        for file in self.built.iter().flat_map(SizedImage::files) {
             let _ = std::fs::remove_file(file).or_else(|_| std::fs::remove_dir_all(file));
         }
     }
@@ -159,13 +159,11 @@ pub fn check_inputs(paths: &Paths) -> Result<(), BenchError> {
 }
 
 pub fn plan(paths: &Paths, image: &SizedImage, init: Init, root: Root, log: PathBuf) -> BootPlan {
-    let disk = format!("disk-{}m.img", image.nominal_mib);
+    let (initrd, disk) = image.boots(init, root);
     BootPlan {
         kernel: paths.build.join("vmlinuz"),
-        initrd: image.initrd(init, root),
-        disk: (root != Root::Initramfs)
-            .then(|| image.files.iter().find(|f| f.ends_with(&disk)).cloned())
-            .flatten(),
+        initrd,
+        disk,
         append: root.cmdline(),
         memory_mib: boots::memory_for(image.bytes),
         log,

@@ -2,7 +2,6 @@
 //!
 //! Everything here is a pure function over bytes: no files, no clocks, no
 //! syscalls. That keeps it testable without root and fuzzable.
-#![deny(unsafe_code)]
 
 pub mod b64;
 pub mod backoff;

@@ -2,7 +2,6 @@
 //! and commands, and talks to basalt-agent over serial, vsock or a unix
 //! socket. The binary is a thin wrapper around [`cli::run`], so tests can
 //! drive the whole command line in-process.
-#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod client;

@@ -1,5 +1,4 @@
 //! basaltctl: see [`basaltctl::cli`].
-#![deny(unsafe_code)]
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,7 +1,6 @@
 //! basalt-init, PID1 of a basalt node. `main.rs` is the boot script; each
 //! step lives in the module named for it. Everything that can be is a pure
 //! function with unit tests; the rest is exercised by the QEMU suite.
-#![deny(unsafe_code)]
 // A node program that panics takes the node down: failures are values.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

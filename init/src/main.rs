@@ -1,6 +1,5 @@
 //! basalt-init: the boot script. Each line is one step of docs/architecture.md;
 //! each step is timed, logged, and fatal on failure (boot.rs).
-#![deny(unsafe_code)]
 // A node program that panics takes the node down: failures are values.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

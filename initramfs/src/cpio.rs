@@ -412,6 +412,79 @@ fn file_size(name: &str, size: u64) -> Result<u32, CpioError> {
     })
 }
 
+/// One record of a newc archive, as [`read_archive`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub name: String,
+    pub ino: u32,
+    pub mode: u32,
+    pub nlink: u32,
+    pub data: &'a [u8],
+}
+
+/// Why bytes are not a newc archive, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    NoTrailer { at: usize },
+    NotNewc { at: usize },
+    BadField { at: usize, text: String },
+    NameOverrun { at: usize },
+    DataOverrun { name: String },
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::NoTrailer { at } => write!(f, "archive ends at byte {at} without a trailer"),
+            ReadError::NotNewc { at } => write!(f, "byte {at}: not a newc header"),
+            ReadError::BadField { at, text } => write!(f, "byte {at}: field {text:?} is not hex"),
+            ReadError::NameOverrun { at } => write!(f, "byte {at}: name runs past the end"),
+            ReadError::DataOverrun { name } => write!(f, "{name}: data runs past the end"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Every record of a newc archive before its trailer, in order, and the
+/// offset just past the trailer (anything after it is not read). For
+/// tools that look at what [`CpioWriter`] made: sizes, listings.
+pub fn read_archive(bytes: &[u8]) -> Result<(Vec<Record<'_>>, usize), ReadError> {
+    let (mut records, mut at) = (Vec::new(), 0usize);
+    loop {
+        let header = bytes.get(at..at + HEADER_LEN).ok_or(ReadError::NoTrailer { at })?;
+        if &header[..6] != MAGIC {
+            return Err(ReadError::NotNewc { at });
+        }
+        let field = |i: usize| {
+            let text = String::from_utf8_lossy(&header[6 + 8 * i..14 + 8 * i]);
+            u32::from_str_radix(&text, 16).map_err(|_| ReadError::BadField { at, text: text.into() })
+        };
+        let (ino, mode, nlink, size, namesize) = (field(0)?, field(1)?, field(4)?, field(6)? as usize, field(11)?);
+        let name_end = at + HEADER_LEN + namesize as usize;
+        let name = bytes
+            .get(at + HEADER_LEN..name_end.saturating_sub(1))
+            .ok_or(ReadError::NameOverrun { at })?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let data_at = name_end + pad4(HEADER_LEN as u64 + namesize as u64);
+        at = data_at + size + pad4(size as u64);
+        if at > bytes.len() {
+            return Err(ReadError::DataOverrun { name });
+        }
+        if name == TRAILER {
+            return Ok((records, at));
+        }
+        let data = &bytes[data_at..data_at + size];
+        records.push(Record {
+            name,
+            ino,
+            mode,
+            nlink,
+            data,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +500,38 @@ mod tests {
         out.extend_from_slice(name_padded);
         out.extend_from_slice(data_padded);
         out
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_writer_wrote_and_refuses_the_rest() {
+        let mut w = CpioWriter::new(Vec::new(), 0);
+        w.write_entry(&Entry::dir("basalt", 0o755)).unwrap();
+        w.write_entry(&Entry::bytes("basalt/init", 0o755, b"0123456789"))
+            .unwrap();
+        let good = w.finish().unwrap();
+        let (records, end) = read_archive(&good).unwrap();
+        let got: Vec<(&str, u32, u32, &[u8])> = records.iter().map(|r| (&r.name[..], r.ino, r.mode, r.data)).collect();
+        assert_eq!(
+            got,
+            [
+                ("basalt", 1, 0o040755, &b""[..]),
+                ("basalt/init", 2, 0o100755, b"0123456789")
+            ]
+        );
+        assert_eq!(end, good.len());
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "archive ends at byte 0 without a trailer"),
+            (&[b'0'; 120], "byte 0: not a newc header"),
+            (&good[..250], "basalt/init: data runs past the end"),
+            (&good[..260], "archive ends at byte 256 without a trailer"),
+            (
+                &[&b"070701"[..], &[b'x'; 110]].concat(),
+                "byte 0: field \"xxxxxxxx\" is not hex",
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(read_archive(bytes).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

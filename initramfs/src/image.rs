@@ -381,26 +381,10 @@ mod tests {
 
     /// Names, modes and sizes of each record, read back from the archive.
     fn listing(archive: &[u8]) -> Vec<(String, u32, u32, u32, u32)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        let field = |b: &[u8], i: usize| {
-            u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap()
-        };
-        loop {
-            let h = &archive[at..at + 110];
-            assert_eq!(&h[..6], b"070701");
-            let (ino, mode, nlink, size, namesize) = (field(h, 0), field(h, 1), field(h, 4), field(h, 6), field(h, 11));
-            let name = std::str::from_utf8(&archive[at + 110..at + 110 + namesize as usize - 1])
-                .unwrap()
-                .to_string();
-            at += (110 + namesize as usize).div_ceil(4) * 4;
-            at += (size as usize).div_ceil(4) * 4;
-            if name == "TRAILER!!!" {
-                assert_eq!(at, archive.len());
-                return out;
-            }
-            out.push((name, ino, mode, nlink, size));
-        }
+        let (records, end) = crate::cpio::read_archive(archive).unwrap();
+        assert_eq!(end, archive.len());
+        let row = |r: crate::cpio::Record| (r.name, r.ino, r.mode, r.nlink, r.data.len() as u32);
+        records.into_iter().map(row).collect()
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! - [`image::describe`] + [`image::sign_manifest`] make a signed manifest;
 //! - [`image::pack_initramfs`] packs any parts, matching or not;
 //! - [`cpio::CpioWriter`] writes arbitrary newc archives.
-#![deny(unsafe_code)]
 
 pub mod assemble;
 pub mod bundle;

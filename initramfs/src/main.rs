@@ -1,5 +1,4 @@
 //! basalt-mkimage: the command line around the basalt_mkimage library.
-#![deny(unsafe_code)]
 
 use basalt_common::bundle::Arch;
 use basalt_common::hex;

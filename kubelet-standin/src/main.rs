@@ -9,7 +9,6 @@
 //! Environment (ignored by a real kubelet, so one config serves both):
 //! - `KUBELET_STANDIN_HEARTBEAT`: heartbeat file (default /run/kubelet/heartbeat)
 //! - `KUBELET_STANDIN_INTERVAL_MS`: heartbeat period (default 10000)
-#![deny(unsafe_code)]
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};

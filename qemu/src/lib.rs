@@ -13,7 +13,6 @@
 //! vm.wait_for_console("basalt-agent: ready", Duration::from_secs(60))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![deny(unsafe_code)]
 
 pub mod accel;
 mod argv;

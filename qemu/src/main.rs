@@ -1,6 +1,5 @@
 //! `basalt-qemu`: boots a VM in the foreground with the console on this
 //! terminal (for `make run`) and exits with QEMU's status.
-#![deny(unsafe_code)]
 
 mod cli;
 

@@ -7,7 +7,6 @@
 //! It then reads the kernel log back, prints what it found as one JSON line
 //! (`basalt_bench::line::Outcome`), and powers the VM off with reboot(2) directly, the
 //! same way under both inits.
-#![deny(unsafe_code)]
 
 use basalt_bench::line::{self, KmsgRecord, Outcome, Phase};
 use basalt_common::procfs;
