@@ -63,7 +63,7 @@ node-bins: keys
 	BASALT_IMAGE_PUBKEY=$(B)/keys/image.pub $(CARGO) build --release --locked --target $(TARGET) \
 	    -p basalt-init -p basalt-agent -p kubelet-standin -p basalt-fixtures
 	@mkdir -p $(B)/bin
-	@for b in basalt-init basalt-agent kubelet basalt-checker basalt-testhands; do cp $(NODE_BIN)/$$b $(B)/bin/; done
+	@for b in basalt-init basalt-agent kubelet basalt-checker basalt-testhands basalt-broken-kubelet; do cp $(NODE_BIN)/$$b $(B)/bin/; done
 	@for b in basalt-mkimage basaltctl basalt-qemu; do cp $(HOST_BIN)/$$b $(B)/bin/; done
 
 # The default root filesystem: the agent, the kubelet stand-in, the dev
@@ -161,7 +161,7 @@ test: lint unit fuzz-short vmtest
 robustness: image
 	@mkdir -p $(B)/test-logs && rm -f $(B)/test-logs/robustness.txt
 	BASALT_BUILD=$(B) BASALT_MODULES_DIR=$(MODULES_DIR) BASALT_KCONFIG=$(KCONFIG) BASALT_ROBUSTNESS=long \
-	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms --test state -- --test-threads=2 --nocapture
+	    $(CARGO) test --locked -p basalt-tests --test tamper --test abuse --test storms --test state --test upgrade -- --test-threads=2 --nocapture
 	@cat $(B)/test-logs/robustness.txt
 
 # Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS each,

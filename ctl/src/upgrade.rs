@@ -69,7 +69,13 @@ impl BundleFile {
         })
     }
 
-    fn parts(&self, offset: u64, len: usize) -> Result<Vec<u8>, CliError> {
+    /// The SHA-256 of the manifest's bytes: what the signed request names.
+    pub fn manifest_digest(&self) -> [u8; 32] {
+        sha256(&self.manifest_bytes)
+    }
+
+    /// `len` bytes of the parts (the UKI, then the slot) from `offset`.
+    pub fn read_parts(&self, offset: u64, len: usize) -> Result<Vec<u8>, CliError> {
         let mut buf = vec![0u8; len];
         self.file
             .read_exact_at(&mut buf, self.header.parts_offset() + offset)
@@ -96,7 +102,7 @@ pub fn upgrade(
 ) -> Result<Value, CliError> {
     let (node, nonce) = node_and_nonce(client)?;
     let terms = UpgradeTerms {
-        bundle: sha256(&bundle.manifest_bytes),
+        bundle: bundle.manifest_digest(),
         reboot: flags.reboot,
         allow_downgrade: flags.allow_downgrade,
         health_window_ms: flags
@@ -123,7 +129,7 @@ pub fn upgrade(
     let mut meter = Meter::new(json, total, resumed_at);
     loop {
         let len = (total - next).min(MAX_UPGRADE_DATA as u64) as usize;
-        let data = bundle.parts(next, len)?;
+        let data = bundle.read_parts(next, len)?;
         let last = next + len as u64 == total;
         let normal = client.timeout();
         if last {

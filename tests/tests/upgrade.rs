@@ -180,3 +180,188 @@ fn upgrade_to_b_is_checked_blessed_and_rolled_back() {
     assert_eq!(slot(&s, "ROOT-A")["state"], "booted, default", "{:#}", s["upgrades"]);
     assert_eq!(slot(&s, "ROOT-B")["state"], "installed");
 }
+
+/// A bundle whose kubelet exits at start: each boot of B fails its health
+/// window and reboots, the loader counts the tries down, and out of tries
+/// it boots A, whose agent reports the failure and marks B bad.
+#[test]
+fn an_upgrade_whose_kubelet_fails_falls_back_to_a_after_3_tries() {
+    let build = Build::from_env();
+    let scratch = Scratch::new("upgrade-fallback");
+    let rootfs = test_rootfs(&build, &scratch);
+    let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
+    let broken_root = scratch.path("broken-rootfs");
+    copy_tree(&rootfs, &broken_root);
+    install(
+        &build.path("bin/basalt-broken-kubelet"),
+        &broken_root,
+        "/usr/bin/kubelet",
+        0o755,
+    );
+    let broken = build_bundle(
+        &build,
+        &broken_root,
+        &scratch.path("broken.bundle"),
+        ("B", "test-broken", 7),
+        ON_ERROR,
+        &build.image_key(),
+    );
+
+    let id = node_id(2);
+    let node = Node::boot_uefi(
+        &build,
+        "upgrade-fallback",
+        VmConfig::uefi(&disk.path).stay_on_reboot(),
+        &id,
+    );
+    let envelope = node.sign(&node_config(&id, 1, "node-a", (100, 30_000)));
+    ok(&node.vm, node.apply(&mut node.vsock(), &envelope));
+    node.wait_status("kubelet running on A", WAIT, |s| running(s, "kubelet"));
+    let flags = UpgradeFlags {
+        reboot: true,
+        allow_downgrade: false,
+        health_window_ms: Some(5_000),
+    };
+    let r = send(&node, &broken, flags).unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+    assert_eq!(r["staged"]["entry"], "basalt-2-b+3.efi", "{r:#}");
+    // Three boots of B, each failing its window, then A.
+    node.vm.expect_count("through dm-verity on ROOT-B", 3, 3 * BOOT_TIMEOUT);
+    let failed_trials = node.vm.lines_with("trial of this slot failed: service kubelet exited");
+    assert!(failed_trials.len() >= 2, "{}", node.vm.console());
+    node.vm
+        .expect_count("through dm-verity on ROOT-A", 2, BOOT_TIMEOUT + WAIT);
+    node.vm
+        .expect("upgrade to test-broken failed after 3 tries; running test", WAIT);
+    let s = node.wait_status("kubelet running on A again", WAIT, |s| {
+        s["upgrades"]["booted"] == "ROOT-A" && running(s, "kubelet")
+    });
+    assert_eq!(slot(&s, "ROOT-A")["state"], "booted, default", "{:#}", s["upgrades"]);
+    assert_eq!(slot(&s, "ROOT-B")["state"], "bad", "{:#}", s["upgrades"]);
+    assert_eq!(slot(&s, "ROOT-B")["entry"], "basalt-2-b+0-3.efi");
+    assert_eq!(s["upgrades"]["last"]["upgrade"]["outcome"], "failed");
+    assert_eq!(
+        s["upgrades"]["notice"],
+        "upgrade to test-broken failed after 3 tries; running test"
+    );
+    assert_eq!(
+        s["upgrades"]["last"]["image_version_floor"],
+        Value::Null,
+        "no bless, no floor"
+    );
+    assert_eq!(
+        node.vm.lines_with("through dm-verity on ROOT-B").len(),
+        3,
+        "exactly 3 tries"
+    );
+    // A bad slot is no rollback target.
+    let e = upgrade::rollback(&mut node.vsock(), &node.key).unwrap_err();
+    assert!(
+        matches!(&e, CliError::Agent { code, .. } if code == "rollback_refused"),
+        "{e}"
+    );
+}
+
+/// Starts an upgrade by hand (what basaltctl does first): a signed request
+/// for this node and a fresh nonce. Returns the upgrade's id.
+fn begin(node: &Node, client: &mut basaltctl::client::Client, file: &BundleFile) -> String {
+    use basalt_common::command::{Command, CommandKind, UpgradeTerms};
+    let status = ok(&node.vm, call(client, "status", serde_json::Map::new()));
+    let cmd = Command {
+        kind: CommandKind::Upgrade,
+        node: node.id.clone(),
+        nonce: status["nonce"].as_str().unwrap().into(),
+    };
+    let terms = UpgradeTerms {
+        bundle: file.manifest_digest(),
+        reboot: false,
+        allow_downgrade: false,
+        health_window_ms: 60_000,
+    };
+    let envelope = basalt_common::envelope::SignedEnvelope::sign(&node.key, cmd.to_upgrade_payload(&terms));
+    let fields = serde_json::json!({
+        "envelope": envelope.to_json(),
+        "manifest": basalt_common::b64::encode(&file.manifest_bytes),
+        "signature": basalt_common::b64::encode(&file.signature),
+    });
+    let r = ok(&node.vm, call(client, "upgrade", fields.as_object().unwrap().clone()));
+    r["upgrade"].as_str().unwrap().to_string()
+}
+
+/// SIGKILL to QEMU at a random byte of the write into B, again and again
+/// (2 cuts here, 10 in `make robustness`): the disk always boots A, with B
+/// empty, and the next upgrade starts over cleanly.
+#[test]
+fn power_cuts_during_an_upgrade_always_boot_a() {
+    use basalt_tests::robustness::Profile;
+    let build = Build::from_env();
+    let cuts = Profile::from_env().pick(2, 10);
+    let mut rng = basalt_common::splitmix::SplitMix64::new(0xb5a1_7c07 ^ std::process::id() as u64);
+    let scratch = Scratch::new("upgrade-cuts");
+    let rootfs = test_rootfs(&build, &scratch);
+    let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
+    let bundle = build_bundle(
+        &build,
+        &rootfs,
+        &scratch.path("b.bundle"),
+        ("B", "test-b", 5),
+        ON_ERROR,
+        &build.image_key(),
+    );
+    let total = BundleFile::open(&bundle).unwrap().manifest.parts_len();
+    let id = node_id(3);
+    let cfg = || {
+        let mut cfg = VmConfig::uefi(&disk.path);
+        if let Some(uefi) = cfg.uefi.as_mut() {
+            uefi.writable = true;
+        }
+        cfg
+    };
+    for cut in 0..cuts {
+        let node = Node::boot_uefi(&build, &format!("upgrade-cut{cut}"), cfg(), &id);
+        let s = node.status();
+        assert_eq!(s["upgrades"]["booted"], "ROOT-A", "cut {cut}: {:#}", s["upgrades"]);
+        assert_eq!(
+            slot(&s, "ROOT-A")["state"],
+            "booted, default",
+            "cut {cut}: {:#}",
+            s["upgrades"]
+        );
+        assert_eq!(
+            slot(&s, "ROOT-B")["entry"],
+            Value::Null,
+            "cut {cut}: {:#}",
+            s["upgrades"]
+        );
+        // Send pieces up to a random byte, then one more without waiting
+        // for its answer, and cut the power a random moment later.
+        let at = rng.below(total - (512 << 10));
+        let file = BundleFile::open(&bundle).unwrap();
+        let mut client = node.vsock();
+        let id = begin(&node, &mut client, &file);
+        let mut offset = 0u64;
+        loop {
+            let len = (total - offset).min(512 << 10);
+            let data = file.read_parts(offset, len as usize).unwrap();
+            let fields =
+                serde_json::json!({"upgrade": id, "offset": offset, "data": basalt_common::b64::encode(&data)});
+            let fields = fields.as_object().unwrap().clone();
+            if offset >= at {
+                let line = basalt_common::proto::request_line(&serde_json::json!("cut"), "upgrade-data", fields);
+                client.send(&line).unwrap();
+                std::thread::sleep(Duration::from_millis(rng.below(200)));
+                break;
+            }
+            ok(&node.vm, call(&mut client, "upgrade-data", fields));
+            offset += len;
+        }
+        node.vm.vm.kill().unwrap();
+        eprintln!("cut {cut}: power cut while writing bytes {offset}.. of {total}");
+    }
+    // After the last cut: A boots, B is empty, and a whole upgrade works.
+    let node = Node::boot_uefi(&build, "upgrade-cut-last", cfg(), &id);
+    let s = node.status();
+    assert_eq!(slot(&s, "ROOT-A")["state"], "booted, default", "{:#}", s["upgrades"]);
+    assert_eq!(slot(&s, "ROOT-B")["state"], "empty", "{:#}", s["upgrades"]);
+    let r = send(&node, &bundle, UpgradeFlags::default()).unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+    assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
+}
