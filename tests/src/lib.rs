@@ -199,9 +199,12 @@ pub fn build_image(build: &Build, rootfs: &Path, out_dir: &Path, opts: &ImageOpt
 
 /// Root slots of test disks: the test image and its tree need about 4 MiB.
 pub const TEST_SLOT_SIZE: u64 = 32 << 20;
+/// The VAR of test disks: room for what a test writes, little to copy.
+pub const TEST_VAR_SIZE: u64 = 32 << 20;
 
 /// A GPT disk built as `basalt-mkimage disk` builds `build/disk.img` (ESP
-/// with systemd-boot and the ROOT-A UKI, ROOT-A, an empty ROOT-B, STATE),
+/// with systemd-boot and the ROOT-A UKI, ROOT-A, an empty ROOT-B, STATE,
+/// VAR),
 /// from `rootfs`, with the build's kernel and image key, into `out`.
 /// `append` goes on the UKI's command line (after its own `basalt.root=ram`).
 pub struct TestDisk {
@@ -224,6 +227,7 @@ pub fn build_disk(build: &Build, rootfs: &Path, out: &Path, append: &str) -> Tes
         slot_size: TEST_SLOT_SIZE,
         esp_size: basalt_mkimage::disk::DEFAULT_ESP_SIZE,
         state_size: basalt_mkimage::disk::DEFAULT_STATE_SIZE,
+        var_size: TEST_VAR_SIZE,
         salt: None,
         fill_b: false,
         append: Some(append.to_string()).filter(|a| !a.trim().is_empty()),
