@@ -168,10 +168,11 @@ pub fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-/// The kernel command line of a slot's UKI.
+/// The kernel command line of a slot's UKI. It names VAR outright, so a
+/// VAR that does not mount stops the boot instead of leaving /var a tmpfs.
 pub fn slot_cmdline(slot: &Slot, append: Option<&str>) -> String {
     let mut line = format!(
-        "console=ttyS0 quiet basalt.image=partlabel:{} basalt.root=ram",
+        "console=ttyS0 quiet basalt.image=partlabel:{} basalt.root=ram basalt.var=partlabel:{VAR_LABEL}",
         slot.label
     );
     if let Some(extra) = append.map(str::trim).filter(|e| !e.is_empty()) {
@@ -639,11 +640,12 @@ mod tests {
     fn command_lines() {
         assert_eq!(
             slot_cmdline(&SLOTS[0], None),
-            "console=ttyS0 quiet basalt.image=partlabel:ROOT-A basalt.root=ram"
+            "console=ttyS0 quiet basalt.image=partlabel:ROOT-A basalt.root=ram basalt.var=partlabel:VAR"
         );
         assert_eq!(
             slot_cmdline(&SLOTS[1], Some(" basalt.root=disk basalt.on_error=poweroff ")),
-            "console=ttyS0 quiet basalt.image=partlabel:ROOT-B basalt.root=ram basalt.root=disk basalt.on_error=poweroff"
+            "console=ttyS0 quiet basalt.image=partlabel:ROOT-B basalt.root=ram basalt.var=partlabel:VAR \
+             basalt.root=disk basalt.on_error=poweroff"
         );
         assert_eq!(slot_cmdline(&SLOTS[0], Some("  ")), slot_cmdline(&SLOTS[0], None));
     }

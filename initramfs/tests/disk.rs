@@ -230,7 +230,8 @@ fn esp_holds_the_loader_its_config_and_one_uki_per_filled_slot() {
             assert_eq!(
                 String::from_utf8(section(".cmdline")).unwrap(),
                 format!(
-                    "console=ttyS0 quiet basalt.image=partlabel:ROOT-{letter} basalt.root=ram basalt.on_error=poweroff"
+                    "console=ttyS0 quiet basalt.image=partlabel:ROOT-{letter} basalt.root=ram \
+                     basalt.var=partlabel:VAR basalt.on_error=poweroff"
                 )
             );
             let osrel = String::from_utf8(section(".osrel")).unwrap();
