@@ -305,6 +305,16 @@ impl TestVm {
         }
     }
 
+    /// Waits for `needle` at or after console byte `from` (a guest that
+    /// reboots in the same VM says the same lines again) or panics with the
+    /// console's tail. Returns the offset just past it, the next `from`.
+    pub fn expect_after(&self, needle: &str, from: usize, timeout: Duration) -> usize {
+        match self.vm.wait_for_console_after(needle, from, timeout) {
+            Ok(end) => end,
+            Err(e) => panic!("{}: {e}\n(full console: {})", self.name, self.log.display()),
+        }
+    }
+
     /// Waits for QEMU to exit (the guest powered off or rebooted).
     pub fn expect_exit(&self, timeout: Duration) -> ExitStatus {
         match self.vm.wait_for_exit(timeout) {
