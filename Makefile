@@ -86,17 +86,19 @@ image: kernel rootfs
 	@echo "image: $(BUILD)/vmlinuz $(BUILD)/initramfs.img"
 
 # The disk image (docs/disk-layout.md), built as an ordinary user: no loop
-# devices, no mounts. SLOT_SIZE sizes ROOT-A and ROOT-B; DISK_APPEND adds to
-# the UKIs' command lines; DISK_ARGS passes more (basalt-mkimage --help).
+# devices, no mounts. SLOT_SIZE sizes ROOT-A and ROOT-B, VAR_SIZE the empty
+# ext4 of VAR; DISK_APPEND adds to the UKIs' command lines; DISK_ARGS passes
+# more (basalt-mkimage --help).
 # The parts (UKIs, ESP image, initramfs, manifest) stay in build/disk/.
 SLOT_SIZE   ?= 256M
+VAR_SIZE    ?= 256M
 DISK_APPEND ?=
 DISK_ARGS   ?=
 disk: kernel rootfs
 	$(MKIMAGE) disk --init $(B)/bin/basalt-init --rootfs $(B)/rootfs \
 	    --modules-dir $(MODULES_DIR) --kconfig $(KCONFIG) --fragment $(FRAGMENT) \
 	    --key $(B)/keys/image.key --version $(VERSION) --kernel $(KERNEL) \
-	    --slot-size $(SLOT_SIZE) $(if $(DISK_APPEND),--append "$(DISK_APPEND)") $(DISK_ARGS) \
+	    --slot-size $(SLOT_SIZE) --var-size $(VAR_SIZE) $(if $(DISK_APPEND),--append "$(DISK_APPEND)") $(DISK_ARGS) \
 	    --parts-dir $(B)/disk --out $(B)/disk.img
 	@echo "disk: $(BUILD)/disk.img"
 

@@ -47,12 +47,14 @@ impl Root {
         }
     }
 
-    /// What the boot adds to [`CMDLINE`].
+    /// What the boot adds to [`CMDLINE`]. /var stays a tmpfs, as on the
+    /// initramfs path: the disk is attached read-only, so its VAR could not
+    /// mount, and the figures compare root paths only.
     pub fn cmdline(self) -> &'static str {
         match self {
             Root::Initramfs => "",
-            Root::Ram => "basalt.image=partlabel:ROOT-A basalt.root=ram",
-            Root::Disk => "basalt.image=partlabel:ROOT-A basalt.root=disk",
+            Root::Ram => "basalt.image=partlabel:ROOT-A basalt.root=ram basalt.var=tmpfs",
+            Root::Disk => "basalt.image=partlabel:ROOT-A basalt.root=disk basalt.var=tmpfs",
         }
     }
 

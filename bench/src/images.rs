@@ -134,7 +134,7 @@ pub fn slot_size_for(image_bytes: u64) -> u64 {
 /// with `-kernel/-initrd` beside the disk, as tests/tests/verity.rs does,
 /// so that no firmware time is counted.
 pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -> Result<PathBuf, BenchError> {
-    use basalt_mkimage::disk::{self, DiskSpec, DEFAULT_ESP_SIZE, DEFAULT_STATE_SIZE};
+    use basalt_mkimage::disk::{self, DiskSpec, DEFAULT_ESP_SIZE, DEFAULT_STATE_SIZE, DEFAULT_VAR_SIZE};
     let what = out.display().to_string();
     let fail = |what: &str| {
         let what = what.to_string();
@@ -158,6 +158,7 @@ pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -
         slot_size: slot_size_for(crate::error::file_len(image)?),
         esp_size: DEFAULT_ESP_SIZE,
         state_size: DEFAULT_STATE_SIZE,
+        var_size: DEFAULT_VAR_SIZE,
         salt: None,
         fill_b: false,
         append: None,

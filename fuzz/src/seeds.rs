@@ -615,7 +615,7 @@ fn gpt_spec(name: &str, type_guid: gpt::Guid, mib: u64) -> gpt::PartitionSpec {
 }
 
 fn disk() -> Vec<Vec<u8>> {
-    // The disk basalt-mkimage lays out, small: ESP, two root slots, STATE.
+    // The disk basalt-mkimage lays out, small: ESP, two root slots, STATE, VAR.
     let table = gpt::plan(
         gpt::Guid::derive(b"seed", "disk"),
         &[
@@ -623,6 +623,7 @@ fn disk() -> Vec<Vec<u8>> {
             gpt_spec("ROOT-A", gpt::types::ROOT_X86_64, 3),
             gpt_spec("ROOT-B", gpt::types::ROOT_X86_64, 3),
             gpt_spec("STATE", gpt::types::LINUX_DATA, 12),
+            gpt_spec("VAR", gpt::types::VAR, 4),
         ],
     )
     .expect("the seed table lays out");

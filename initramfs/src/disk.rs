@@ -3,8 +3,8 @@
 //!
 //! In order: the kernel's modules; the root image; its manifest with the
 //! dm-verity tree's parameters, signed; the small initramfs (no root image)
-//! and one UKI per filled slot; the ESP; then the disk itself, written
-//! beside `--out` and renamed into place.
+//! and one UKI per filled slot; the ESP; the empty ext4 of VAR; then the
+//! disk itself, written beside `--out` and renamed into place.
 
 use crate::assemble::{self, BuildError, RootSource, TempFile};
 use crate::esp::{self, EspError, EspFile};
@@ -12,6 +12,7 @@ use crate::image::{self, Compression, Content, InitramfsParts, ManifestInputs, S
 use crate::modules::ModuleFile;
 use crate::squashfs;
 use crate::uki::{self, UkiError, UkiInputs};
+use crate::varfs::{self, VarfsError, VarfsIds};
 use basalt_common::disk::gpt::{self, types, Gpt, GptError, Guid, PartitionSpec};
 use basalt_common::disk::slot::{self, SlotError, SlotLayout};
 use basalt_common::disk::verity::{self, TreeBuilder, VerityError};
@@ -26,8 +27,11 @@ const MIB: u64 = 1 << 20;
 pub const DEFAULT_SLOT_SIZE: u64 = 256 * MIB;
 pub const DEFAULT_ESP_SIZE: u64 = 128 * MIB;
 pub const DEFAULT_STATE_SIZE: u64 = 16 * MIB;
+pub const DEFAULT_VAR_SIZE: u64 = 256 * MIB;
 pub const ESP_LABEL: &str = "ESP";
 pub const STATE_LABEL: &str = "STATE";
+/// What basalt-init mounts at /var (`basalt.var=partlabel:VAR`).
+pub const VAR_LABEL: &str = "VAR";
 
 /// The two root slots: PARTLABEL, the UKI's file name in the parts
 /// directory and on the ESP, the letter users see. The ESP names are boot
@@ -73,6 +77,7 @@ pub struct DiskSpec {
     pub slot_size: u64,
     pub esp_size: u64,
     pub state_size: u64,
+    pub var_size: u64,
     /// `None`: derived from the image.
     pub salt: Option<Vec<u8>>,
     /// Write the same image into slot B too (else B starts empty, with no UKI).
@@ -107,6 +112,7 @@ pub enum DiskError {
     Gpt(GptError),
     Uki(UkiError),
     Esp(EspError),
+    Varfs(VarfsError),
     Cmdline {
         append: String,
     },
@@ -126,6 +132,7 @@ impl fmt::Display for DiskError {
             DiskError::Gpt(e) => write!(f, "{e}"),
             DiskError::Uki(e) => write!(f, "{e}"),
             DiskError::Esp(e) => write!(f, "{e}"),
+            DiskError::Varfs(e) => write!(f, "{e}"),
             DiskError::Cmdline { append } => {
                 write!(
                     f,
@@ -167,10 +174,11 @@ pub fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-/// The kernel command line of a slot's UKI.
+/// The kernel command line of a slot's UKI. It names VAR outright, so a
+/// VAR that does not mount stops the boot instead of leaving /var a tmpfs.
 pub fn slot_cmdline(slot: &Slot, append: Option<&str>) -> String {
     let mut line = format!(
-        "console=ttyS0 quiet basalt.image=partlabel:{} basalt.root=ram",
+        "console=ttyS0 quiet basalt.image=partlabel:{} basalt.root=ram basalt.var=partlabel:{VAR_LABEL}",
         slot.label
     );
     if let Some(extra) = append.map(str::trim).filter(|e| !e.is_empty()) {
@@ -180,8 +188,17 @@ pub fn slot_cmdline(slot: &Slot, append: Option<&str>) -> String {
     line
 }
 
+/// The sizes of the partitions [`partition_specs`] lays out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSizes {
+    pub esp: u64,
+    pub slot: u64,
+    pub state: u64,
+    pub var: u64,
+}
+
 /// The partitions, in order, their GUIDs derived from `seed` (the image digest).
-pub fn partition_specs(seed: &[u8], esp_size: u64, slot_size: u64, state_size: u64) -> Vec<PartitionSpec> {
+pub fn partition_specs(seed: &[u8], sizes: &PartitionSizes) -> Vec<PartitionSpec> {
     let spec = |name: &str, type_guid, size_bytes| PartitionSpec {
         name: name.to_string(),
         type_guid,
@@ -189,10 +206,11 @@ pub fn partition_specs(seed: &[u8], esp_size: u64, slot_size: u64, state_size: u
         size_bytes,
     };
     vec![
-        spec(ESP_LABEL, types::ESP, esp_size),
-        spec(SLOTS[0].label, types::ROOT_X86_64, slot_size),
-        spec(SLOTS[1].label, types::ROOT_X86_64, slot_size),
-        spec(STATE_LABEL, types::LINUX_DATA, state_size),
+        spec(ESP_LABEL, types::ESP, sizes.esp),
+        spec(SLOTS[0].label, types::ROOT_X86_64, sizes.slot),
+        spec(SLOTS[1].label, types::ROOT_X86_64, sizes.slot),
+        spec(STATE_LABEL, types::LINUX_DATA, sizes.state),
+        spec(VAR_LABEL, types::VAR, sizes.var),
     ]
 }
 
@@ -243,16 +261,15 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
     );
     let esp_image = parts.join("esp.img");
     esp::build_esp(&esp_image, spec.esp_size, volume_id, time, &esp_files).map_err(DiskError::Esp)?;
+    let var_image = parts.join("var.ext4");
+    varfs::build_varfs(&var_image, spec.var_size, &VarfsIds::derive(&seed), time).map_err(DiskError::Varfs)?;
 
-    let table = gpt::plan(
-        Guid::derive(&seed, "disk"),
-        &partition_specs(&seed, spec.esp_size, spec.slot_size, spec.state_size),
-    )
-    .map_err(DiskError::Gpt)?;
+    let table =
+        gpt::plan(Guid::derive(&seed, "disk"), &partition_specs(&seed, &spec.sizes())).map_err(DiskError::Gpt)?;
     write_disk(
         &spec.out,
         &table,
-        &esp_image,
+        &[(ESP_LABEL, &esp_image), (VAR_LABEL, &var_image)],
         &SlotContents {
             image: &image_path,
             tree: &tree.tree,
@@ -273,6 +290,15 @@ pub fn build_disk(spec: &DiskSpec, key: &SigningKey) -> Result<DiskReport, DiskE
 }
 
 impl DiskSpec {
+    pub fn sizes(&self) -> PartitionSizes {
+        PartitionSizes {
+            esp: self.esp_size,
+            slot: self.slot_size,
+            state: self.state_size,
+            var: self.var_size,
+        }
+    }
+
     /// The inputs of the root slot's contents.
     pub fn root_spec(&self) -> RootSpec<'_> {
         RootSpec {
@@ -492,11 +518,12 @@ struct SlotContents<'a> {
 }
 
 /// Writes the disk beside `out` (sparse: unwritten sectors are zeros) and
-/// renames it into place.
+/// renames it into place. `images` are copied in whole at the start of the
+/// partition each is labelled for.
 fn write_disk(
     out: &Path,
     table: &Gpt,
-    esp_image: &Path,
+    images: &[(&str, &Path)],
     slot: &SlotContents,
     filled: &[Slot],
 ) -> Result<(), DiskError> {
@@ -519,7 +546,9 @@ fn write_disk(
             })
         })
     };
-    disk.copy(esp_image, partition(ESP_LABEL)?)?;
+    for (label, image) in images {
+        disk.copy(image, partition(label)?)?;
+    }
     for s in filled {
         let at = partition(s.label)?;
         disk.copy(slot.image, at)?;
@@ -549,7 +578,7 @@ impl DiskFile<'_> {
     }
 
     /// Copies a file in at `offset`, skipping 64 KiB runs of zeros: the
-    /// disk file starts as zeros, so a mostly empty ESP stays sparse.
+    /// disk file starts as zeros, so a mostly empty ESP or VAR stays sparse.
     fn copy(&mut self, from: &Path, offset: u64) -> Result<(), DiskError> {
         let mut src = File::open(from).map_err(io_err("reading a disk part", from))?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -617,18 +646,25 @@ mod tests {
     fn command_lines() {
         assert_eq!(
             slot_cmdline(&SLOTS[0], None),
-            "console=ttyS0 quiet basalt.image=partlabel:ROOT-A basalt.root=ram"
+            "console=ttyS0 quiet basalt.image=partlabel:ROOT-A basalt.root=ram basalt.var=partlabel:VAR"
         );
         assert_eq!(
             slot_cmdline(&SLOTS[1], Some(" basalt.root=disk basalt.on_error=poweroff ")),
-            "console=ttyS0 quiet basalt.image=partlabel:ROOT-B basalt.root=ram basalt.root=disk basalt.on_error=poweroff"
+            "console=ttyS0 quiet basalt.image=partlabel:ROOT-B basalt.root=ram basalt.var=partlabel:VAR \
+             basalt.root=disk basalt.on_error=poweroff"
         );
         assert_eq!(slot_cmdline(&SLOTS[0], Some("  ")), slot_cmdline(&SLOTS[0], None));
     }
 
     #[test]
-    fn the_four_partitions() {
-        let specs = partition_specs(b"seed", 128 << 20, 256 << 20, 16 << 20);
+    fn the_five_partitions() {
+        let sizes = PartitionSizes {
+            esp: 128 << 20,
+            slot: 256 << 20,
+            state: 16 << 20,
+            var: 64 << 20,
+        };
+        let specs = partition_specs(b"seed", &sizes);
         let got: Vec<(&str, String, u64)> = specs
             .iter()
             .map(|s| (s.name.as_str(), s.type_guid.to_string(), s.size_bytes >> 20))
@@ -640,11 +676,12 @@ mod tests {
                 ("ROOT-A", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709".to_string(), 256),
                 ("ROOT-B", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709".to_string(), 256),
                 ("STATE", "0FC63DAF-8483-4772-8E79-3D69D8477DE4".to_string(), 16),
+                ("VAR", "4D21B016-B534-45C2-A9FB-5C16E091FD2D".to_string(), 64),
             ]
         );
         assert_ne!(specs[1].unique_guid, specs[2].unique_guid);
-        assert_eq!(specs, partition_specs(b"seed", 128 << 20, 256 << 20, 16 << 20));
+        assert_eq!(specs, partition_specs(b"seed", &sizes));
         let table = gpt::plan(Guid::ZERO, &specs).unwrap();
-        assert_eq!(table.total_sectors * 512, (1 + 128 + 256 + 256 + 16 + 1) << 20);
+        assert_eq!(table.total_sectors * 512, (1 + 128 + 256 + 256 + 16 + 64 + 1) << 20);
     }
 }

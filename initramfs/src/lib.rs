@@ -19,6 +19,7 @@ pub mod modules;
 pub mod squashfs;
 pub mod tools;
 pub mod uki;
+pub mod varfs;
 
 pub use assemble::{build, kernel_check, BuildError, BuildReport, BuildSpec, RootSource};
 pub use image::{pack_initramfs, pack_initramfs_file, Compression, Content, InitramfsParts};

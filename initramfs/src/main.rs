@@ -20,7 +20,7 @@ const USAGE: &str = "usage:
   basalt-mkimage disk --init FILE (--rootfs DIR | --squashfs FILE) --modules-dir DIR
                       --kconfig FILE --fragment FILE --key FILE --version STR --kernel FILE
                       [--handoff PATH] [--slot-size SIZE] [--esp-size SIZE] [--state-size SIZE]
-                      [--salt HEX] [--fill-b] [--append STR] [--stub FILE] [--loader FILE]
+                      [--var-size SIZE] [--salt HEX] [--fill-b] [--append STR] [--stub FILE] [--loader FILE]
                       [--parts-dir DIR] --out FILE
   basalt-mkimage bundle --init FILE (--rootfs DIR | --squashfs FILE) --modules-dir DIR
                         --kconfig FILE --fragment FILE --key FILE --version STR --kernel FILE
@@ -31,7 +31,8 @@ const USAGE: &str = "usage:
   basalt-mkimage squashfs --rootfs DIR --out FILE
 
 disk writes a GPT disk image: ESP (systemd-boot, one UKI per filled slot), ROOT-A,
-ROOT-B (empty unless --fill-b), STATE. SIZE is bytes or N[KMG]; defaults 256M, 128M, 16M.
+ROOT-B (empty unless --fill-b), STATE, VAR (an empty ext4). SIZE is bytes or N[KMG];
+defaults 256M, 128M, 16M, 256M.
 bundle writes a signed update bundle (docs/upgrades.md): the UKI for --target (default B)
 and that slot's contents, built as disk builds them, with SHA-256 per 1 MiB chunk.
 Timestamps in the output are SOURCE_DATE_EPOCH when set, else 0.";
@@ -155,6 +156,7 @@ const DISK_VALUES: &[&str] = &[
     "--slot-size",
     "--esp-size",
     "--state-size",
+    "--var-size",
     "--salt",
     "--append",
     "--stub",
@@ -168,6 +170,7 @@ fn disk(mut flags: Flags) -> Result<ExitCode, String> {
     let slot_size = size_flag(&mut flags, "--slot-size", disk::DEFAULT_SLOT_SIZE)?;
     let esp_size = size_flag(&mut flags, "--esp-size", disk::DEFAULT_ESP_SIZE)?;
     let state_size = size_flag(&mut flags, "--state-size", disk::DEFAULT_STATE_SIZE)?;
+    let var_size = size_flag(&mut flags, "--var-size", disk::DEFAULT_VAR_SIZE)?;
     let salt = salt_flag(&mut flags)?;
     let key_path = flags.path("--key")?;
     let spec = disk::DiskSpec {
@@ -192,6 +195,7 @@ fn disk(mut flags: Flags) -> Result<ExitCode, String> {
         slot_size,
         esp_size,
         state_size,
+        var_size,
         salt,
         fill_b: flags.switch("--fill-b"),
         append: flags.take_str("--append")?,

@@ -1,4 +1,4 @@
-//! Running the host tools the disk build needs (objcopy, mkfs.vfat, mtools),
+//! Running the host tools the disk build needs (objcopy, mkfs.vfat, mtools, mke2fs),
 //! with errors that name the tool, the package it comes from, and what it said.
 
 use std::ffi::OsString;
@@ -43,6 +43,7 @@ fn package(tool: &str) -> Option<&'static str> {
         "objcopy" => Some("binutils"),
         "mkfs.vfat" => Some("dosfstools"),
         "mmd" | "mcopy" | "mdir" | "mtype" => Some("mtools"),
+        "mke2fs" => Some("e2fsprogs"),
         _ => None,
     }
 }
@@ -53,7 +54,8 @@ pub fn run(tool: &'static str, args: &[OsString]) -> Result<Vec<u8>, ToolError> 
     run_env(tool, args, &[])
 }
 
-/// [`run`] with more environment, e.g. SOURCE_DATE_EPOCH for mtools' timestamps.
+/// [`run`] with more environment, e.g. SOURCE_DATE_EPOCH for mtools'
+/// timestamps, E2FSPROGS_FAKE_TIME for mke2fs's.
 pub fn run_env(tool: &'static str, args: &[OsString], env: &[(&str, String)]) -> Result<Vec<u8>, ToolError> {
     let output = Command::new(tool)
         .args(args)
@@ -95,6 +97,7 @@ mod tests {
         let err = run("mkfs.vfat-not-here", &[]).unwrap_err().to_string();
         assert_eq!(err, "mkfs.vfat-not-here: not found on PATH");
         assert_eq!(package("mcopy"), Some("mtools"));
+        assert_eq!(package("mke2fs"), Some("e2fsprogs"));
         let err = run("sh", &["-c".into(), "echo first >&2; echo last >&2; exit 3".into()])
             .unwrap_err()
             .to_string();

@@ -1,6 +1,7 @@
 //! `basalt-mkimage disk` read back by the reference tools: sfdisk and sgdisk
 //! for the GPT, mtools for the ESP, objcopy for the UKI sections,
-//! veritysetup for each root slot. No QEMU, no root, no loop devices.
+//! veritysetup for each root slot, dumpe2fs and e2fsck for VAR. No QEMU,
+//! no root, no loop devices.
 
 mod common;
 
@@ -10,6 +11,7 @@ use basalt_common::hex;
 use basalt_common::keys::SigningKey;
 use basalt_common::manifest::{verify_manifest, Manifest, DEFAULT_HANDOFF};
 use basalt_mkimage::disk::{build_disk, DiskReport, DiskSpec};
+use basalt_mkimage::varfs::VarfsIds;
 use basalt_mkimage::{esp, uki, RootSource};
 use common::{fake_kernel, rootfs, FakeKernel, TempDir};
 use std::path::{Path, PathBuf};
@@ -65,6 +67,7 @@ fn require_boot_files() {
     tool("mkfs.vfat", "dosfstools");
     tool("mcopy", "mtools");
     tool("mksquashfs", "squashfs-tools");
+    tool("mke2fs", "e2fsprogs");
 }
 
 fn disk_spec(dir: &TempDir, kernel: &FakeKernel, root: &Path, name: &str, fill_b: bool) -> DiskSpec {
@@ -84,6 +87,7 @@ fn disk_spec(dir: &TempDir, kernel: &FakeKernel, root: &Path, name: &str, fill_b
         slot_size: 4 * MIB,
         esp_size: 40 * MIB,
         state_size: MIB,
+        var_size: 8 * MIB,
         salt: None,
         fill_b,
         append: Some("basalt.on_error=poweroff".into()),
@@ -144,10 +148,11 @@ fn gpt_reads_back_with_sfdisk_and_sgdisk() {
             want("ROOT-A", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", 2048 + 40 * 2048, 4),
             want("ROOT-B", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", 2048 + 44 * 2048, 4),
             want("STATE", "0FC63DAF-8483-4772-8E79-3D69D8477DE4", 2048 + 48 * 2048, 1),
+            want("VAR", "4D21B016-B534-45C2-A9FB-5C16E091FD2D", 2048 + 49 * 2048, 8),
         ]
     );
     let size = std::fs::metadata(&spec.out).unwrap().len();
-    assert_eq!(size, (1 + 40 + 4 + 4 + 1 + 1) * MIB);
+    assert_eq!(size, (1 + 40 + 4 + 4 + 1 + 8 + 1) * MIB);
 
     let verify = ok(Command::new(tool("sgdisk", "gdisk")).arg("-v").arg(&spec.out));
     assert!(verify.contains("No problems found."), "{verify}");
@@ -156,7 +161,7 @@ fn gpt_reads_back_with_sfdisk_and_sgdisk() {
     let head = read_at(&spec.out, 0, 34 * 512);
     let (_, entries) = gpt::parse(&head).unwrap();
     let names: Vec<&str> = entries.iter().map(|e| e.partition.name.as_str()).collect();
-    assert_eq!(names, ["ESP", "ROOT-A", "ROOT-B", "STATE"]);
+    assert_eq!(names, ["ESP", "ROOT-A", "ROOT-B", "STATE", "VAR"]);
 
     // A flipped byte in the primary entries is what sgdisk complains about.
     let broken = dir.join("broken.img");
@@ -225,7 +230,8 @@ fn esp_holds_the_loader_its_config_and_one_uki_per_filled_slot() {
             assert_eq!(
                 String::from_utf8(section(".cmdline")).unwrap(),
                 format!(
-                    "console=ttyS0 quiet basalt.image=partlabel:ROOT-{letter} basalt.root=ram basalt.on_error=poweroff"
+                    "console=ttyS0 quiet basalt.image=partlabel:ROOT-{letter} basalt.root=ram \
+                     basalt.var=partlabel:VAR basalt.on_error=poweroff"
                 )
             );
             let osrel = String::from_utf8(section(".osrel")).unwrap();
@@ -364,6 +370,65 @@ fn veritysetup_accepts_each_slot() {
     assert!(read_at(&a_only.out, state.offset_bytes(), state.size_bytes())
         .iter()
         .all(|&x| x == 0));
+}
+
+/// VAR, cut out of the disk: an ext4 that e2fsck passes, with the UUID,
+/// hash seed and timestamps the build pinned, holding only lost+found.
+#[test]
+fn var_is_an_empty_ext4_that_e2fsck_accepts() {
+    require_boot_files();
+    let dir = TempDir::new("disk-var");
+    let kernel = fake_kernel(&dir);
+    let root = rootfs(&dir, "rootfs");
+    let spec = disk_spec(&dir, &kernel, &root, "disk", false);
+    let report = build(&spec);
+    let p = report.gpt.find("VAR").unwrap().1;
+    let var = dir.join("var.ext4");
+    std::fs::write(&var, read_at(&spec.out, p.offset_bytes(), p.size_bytes())).unwrap();
+
+    let fsck = ok(Command::new(tool("e2fsck", "e2fsprogs")).arg("-fn").arg(&var));
+    assert!(fsck.contains("VAR: 11/"), "{fsck}");
+    let header = ok(Command::new(tool("dumpe2fs", "e2fsprogs"))
+        .env("TZ", "UTC")
+        .arg("-h")
+        .arg(&var));
+    let field = |name: &str| {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("dumpe2fs -h has no {name}:\n{header}"))
+    };
+    let ids = VarfsIds::derive(&report.manifest.image.sha256);
+    assert_eq!(field("Filesystem volume name"), "VAR");
+    assert_eq!(field("Filesystem UUID"), ids.uuid.to_string().to_lowercase());
+    assert_eq!(field("Directory Hash Seed"), ids.hash_seed.to_string().to_lowercase());
+    assert_eq!(field("Block size"), "4096");
+    assert_eq!(field("Block count"), (8 * MIB / 4096).to_string());
+    assert_eq!(field("Filesystem state"), "clean");
+    let features = field("Filesystem features");
+    for want in ["has_journal", "extent", "metadata_csum"] {
+        assert!(features.split(' ').any(|f| f == want), "{want} missing: {features}");
+    }
+    // E2FSPROGS_FAKE_TIME: the build's SOURCE_DATE_EPOCH, 1700000000.
+    assert_eq!(field("Filesystem created"), "Tue Nov 14 22:13:20 2023");
+
+    // The root directory: 0755, root's, and nothing in it but lost+found.
+    let debugfs = |request: &str| {
+        ok(Command::new(tool("debugfs", "e2fsprogs"))
+            .args(["-R", request])
+            .arg(&var))
+    };
+    let listing = debugfs("ls -p /");
+    let names: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert_eq!(names, [".", "..", "lost+found"], "{listing}");
+    let root_line = listing.lines().find(|l| l.split('/').nth(5) == Some(".")).unwrap();
+    let fields: Vec<&str> = root_line.split('/').collect();
+    assert_eq!(&fields[2..5], ["040755", "0", "0"], "{root_line}");
 }
 
 #[test]

@@ -198,9 +198,12 @@ pub fn build_image(build: &Build, rootfs: &Path, out_dir: &Path, opts: &ImageOpt
 
 /// Root slots of test disks: the test image and its tree need about 4 MiB.
 pub const TEST_SLOT_SIZE: u64 = 32 << 20;
+/// The VAR of test disks: room for what a test writes, little to copy.
+pub const TEST_VAR_SIZE: u64 = 32 << 20;
 
 /// A GPT disk built as `basalt-mkimage disk` builds `build/disk.img` (ESP
-/// with systemd-boot and the ROOT-A UKI, ROOT-A, an empty ROOT-B, STATE),
+/// with systemd-boot and the ROOT-A UKI, ROOT-A, an empty ROOT-B, STATE,
+/// VAR),
 /// from `rootfs`, with the build's kernel and image key, into `out`.
 /// `append` goes on the UKI's command line (after its own `basalt.root=ram`).
 pub struct TestDisk {
@@ -223,6 +226,7 @@ pub fn build_disk(build: &Build, rootfs: &Path, out: &Path, append: &str) -> Tes
         slot_size: TEST_SLOT_SIZE,
         esp_size: basalt_mkimage::disk::DEFAULT_ESP_SIZE,
         state_size: basalt_mkimage::disk::DEFAULT_STATE_SIZE,
+        var_size: TEST_VAR_SIZE,
         salt: None,
         fill_b: false,
         append: Some(append.to_string()).filter(|a| !a.trim().is_empty()),
@@ -315,6 +319,16 @@ impl TestVm {
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for `needle` at or after console byte `from` (a guest that
+    /// reboots in the same VM says the same lines again) or panics with the
+    /// console's tail. Returns the offset just past it, the next `from`.
+    pub fn expect_after(&self, needle: &str, from: usize, timeout: Duration) -> usize {
+        match self.vm.wait_for_console_after(needle, from, timeout) {
+            Ok(end) => end,
+            Err(e) => panic!("{}: {e}\n(full console: {})", self.name, self.log.display()),
         }
     }
 

@@ -8,6 +8,8 @@
 //!   the agent writes it to the STATE partition, the guest reboots in the
 //!   same VM through the firmware again, and comes back configured with no
 //!   apply;
+//! - /var is the disk's VAR partition: what a service writes there survives
+//!   a reboot, and `reset --var` empties it;
 //! - a flipped byte in the slot's manifest area refuses the boot with one line.
 //!
 //! An OVMF boot takes about 11 s under TCG; the direct-kernel verity tests
@@ -29,6 +31,7 @@ const ON_ERROR: &str = "basalt.on_error=poweroff basalt.error_delay=0";
 /// Under OVMF the boot disk is the only virtio disk.
 const SLOT_NODE: &str = "/dev/vda2";
 const STATE_NODE: &str = "/dev/vda4";
+const VAR_NODE: &str = "/dev/vda5";
 
 /// The node identity (SMBIOS UUID) a test boots as: the same on every boot
 /// of its disk, as a machine's is.
@@ -103,12 +106,12 @@ fn disk_boots_to_kubelet_under_ovmf_in_disk_mode() {
     boots_to_kubelet("disk-disk", 2, "basalt.root=disk", "disk", "vsock");
 }
 
-/// The STATE partition's first `len` bytes.
-fn state_bytes(disk: &TestDisk, len: usize) -> Vec<u8> {
+/// The first `len` bytes of partition `label`.
+fn partition_bytes(disk: &TestDisk, label: &str, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     std::fs::File::open(&disk.path)
         .unwrap()
-        .read_exact_at(&mut buf, disk.partition_offset("STATE"))
+        .read_exact_at(&mut buf, disk.partition_offset(label))
         .unwrap();
     buf
 }
@@ -124,16 +127,11 @@ fn config_on_state_survives_a_reboot_of_the_disk() {
     let scratch = Scratch::new("disk-persist");
     let disk = disk(&build, &scratch, "");
     assert!(
-        state_bytes(&disk, 1 << 20).iter().all(|&b| b == 0),
+        partition_bytes(&disk, "STATE", 1 << 20).iter().all(|&b| b == 0),
         "STATE starts empty"
     );
     let id = node_id(3);
-    let mut cfg = VmConfig::uefi(&disk.path).stay_on_reboot();
-    if let Some(uefi) = cfg.uefi.as_mut() {
-        // The writes reach the file, so the test can see them land.
-        uefi.writable = true;
-    }
-    let node = Node::boot_uefi(&build, "disk-persist", cfg, &id);
+    let node = Node::boot_uefi(&build, "disk-persist", writable_in_place(&disk), &id);
     let mut serial = node.serial();
     for (generation, hostname) in [(1, "node-one"), (2, "node-two")] {
         let envelope = node.sign(&node_config(&id, generation, hostname, (100, 30_000)));
@@ -144,17 +142,12 @@ fn config_on_state_survives_a_reboot_of_the_disk() {
     assert_eq!(s["config"]["generation"], 2);
     assert_eq!(s["persistence"]["writes"], 2, "{:#}", s["persistence"]);
     assert!(
-        state_bytes(&disk, 1 << 20).iter().any(|&b| b != 0),
+        partition_bytes(&disk, "STATE", 1 << 20).iter().any(|&b| b != 0),
         "the acknowledged records are on the disk file"
     );
 
-    ok(&node.vm, node.signed(CommandKind::Reboot));
-    node.vm.expect("reboot: Restarting system", WAIT);
     // The second boot: configured from STATE before any request is read.
-    node.vm.expect(
-        &format!("basalt-agent: booted configured: generation 2 from STATE {STATE_NODE} slot "),
-        BOOT_TIMEOUT,
-    );
+    reboot_configured(&node, CommandKind::Reboot, 2, 0);
     let s = node.wait_status("kubelet running after the reboot", WAIT, |s| {
         s["persistence"]["writes"] == 0 && running(s, "kubelet")
     });
@@ -180,6 +173,90 @@ fn config_on_state_survives_a_reboot_of_the_disk() {
     let stale = node.sign(&node_config(&id, 1, "node-one", (100, 30_000)));
     let (code, message) = err_code(&node.apply(&mut node.vsock(), &stale));
     assert_eq!(code, "stale_generation", "{message}");
+}
+
+/// The disk under OVMF, rebooting in the same VM, its writes reaching the
+/// file so that the test can see them land.
+fn writable_in_place(disk: &TestDisk) -> VmConfig {
+    let mut cfg = VmConfig::uefi(&disk.path).stay_on_reboot();
+    if let Some(uefi) = cfg.uefi.as_mut() {
+        uefi.writable = true;
+    }
+    cfg
+}
+
+/// A signed `kind` (a reboot or a reset), then the next boot up to the
+/// agent applying generation `generation` from STATE, and testhands
+/// running again. `from` is where this boot's console starts; returns the
+/// next boot's.
+fn reboot_configured(node: &Node, kind: CommandKind, generation: u64, from: usize) -> usize {
+    ok(&node.vm, node.signed(kind));
+    let from = node.vm.expect_after("reboot: Restarting system", from, WAIT);
+    let from = node.vm.expect_after(
+        &format!("basalt-agent: booted configured: generation {generation} from STATE {STATE_NODE} slot "),
+        from,
+        BOOT_TIMEOUT,
+    );
+    node.wait_status("testhands running after the reboot", WAIT, |s| running(s, "testhands"));
+    from
+}
+
+/// Issue 12's /var, on the real disk layout: the UKI names VAR
+/// (`basalt.var=partlabel:VAR`), so /var is partition 5's ext4. A file a
+/// service writes there is still there after a reboot; `reset --var`
+/// empties /var and reboots, and the persisted config (which writes
+/// nothing under /var) leaves it empty. The guest leaves VAR clean for
+/// e2fsck.
+#[test]
+fn var_on_the_disk_survives_a_reboot_and_reset_var_empties_it() {
+    let build = Build::from_env();
+    let scratch = Scratch::new("disk-var");
+    let disk = disk(&build, &scratch, "");
+    let id = node_id(4);
+    let node = Node::boot_uefi(&build, "disk-var", writable_in_place(&disk), &id);
+    let var = node.vm.lines_with("var: ext4 on /var");
+    assert_eq!(var.len(), 1, "{var:?}");
+    assert!(
+        var[0].ends_with(&format!("var: ext4 on /var (nosuid,nodev): partition VAR ({VAR_NODE})")),
+        "{var:?}"
+    );
+    assert_eq!(node.status()["boot"]["var"]["chosen_by"], "basalt.var");
+
+    let mut config = node_config(&id, 1, "disk-var", (100, 30_000));
+    config["files"] = json!([]);
+    ok(&node.vm, node.apply(&mut node.serial(), &node.sign(&config)));
+    node.wait_status("testhands running", WAIT, |s| running(s, "testhands"));
+    let mark = "/var/lib/basalt-test/mark";
+    let text = format!("written-by-a-service-on-{id}");
+    assert_eq!(node.hands(&format!("write {mark} {text}"))["written"], mark);
+
+    let from = reboot_configured(&node, CommandKind::Reboot, 1, 0);
+    assert_eq!(node.hands(&format!("read {mark}"))["contents"], format!("{text}\n"));
+
+    reboot_configured(&node, CommandKind::ResetVar, 1, from);
+    assert_eq!(node.vm.lines_with("entries removed from /var; rebooting").len(), 1);
+    assert_eq!(node.hands("list /var")["entries"], json!([]), "/var after the reset");
+    let boot = &node.status()["boot"]["var"];
+    assert_eq!((&boot["fstype"], &boot["device"]), (&json!("ext4"), &json!(VAR_NODE)));
+    assert_eq!(node.vm.lines_with("BdsDxe: starting").len(), 3, "three firmware boots");
+    assert!(!node.vm.console().contains("FATAL"));
+
+    ok(&node.vm, node.signed(CommandKind::Poweroff));
+    assert!(node.vm.expect_exit(WAIT).success());
+    let var_size = disk.report.gpt.find("VAR").unwrap().1.size_bytes();
+    let extracted = scratch.path("var.ext4");
+    std::fs::write(&extracted, partition_bytes(&disk, "VAR", var_size as usize)).unwrap();
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&extracted)
+        .output()
+        .expect("e2fsck (e2fsprogs)");
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn on VAR after the poweroff: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 }
 
 /// One byte of the manifest JSON in ROOT-A's manifest area, flipped on the

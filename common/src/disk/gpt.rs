@@ -133,6 +133,13 @@ pub mod types {
         0x4772,
         [0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4],
     );
+    /// `/var` (the Discoverable Partitions Specification's "Variable Data").
+    pub const VAR: Guid = Guid::from_fields(
+        0x4D21B016,
+        0xB534,
+        0x45C2,
+        [0xA9, 0xFB, 0x5C, 0x16, 0xE0, 0x91, 0xFD, 0x2D],
+    );
 }
 
 /// One partition: where it is and what it is.
@@ -678,6 +685,7 @@ mod tests {
             (types::ESP, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
             (types::ROOT_X86_64, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
             (types::LINUX_DATA, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+            (types::VAR, "4D21B016-B534-45C2-A9FB-5C16E091FD2D"),
         ] {
             assert_eq!(g.to_string(), text);
             assert_eq!(Guid::parse(text), Some(g));
