@@ -226,12 +226,6 @@ impl Upgrades {
         let disk = usable(&self.disk)?;
         let m = bundle::verify_manifest(manifest_bytes, signature, &disk.key)
             .map_err(|e| (ErrorCode::BadBundle, e.to_string()))?;
-        if let Some(active) = self.active.as_mut().filter(|a| a.digest == digest) {
-            active.terms = terms;
-            let next = active.transfer.resume_at();
-            log::info!("upgrade {}: resumed at byte {next}", active.id);
-            return Ok(progress_json(active, next));
-        }
         let target = check_fits(disk, &m, self.trial.is_some())?;
         if let Some(floor) = image_floor.filter(|&f| m.version_seq < f) {
             if !terms.allow_downgrade {
@@ -247,6 +241,15 @@ impl Upgrades {
                 "upgrade: version_seq {} below the floor {floor}, allowed by the signed request",
                 m.version_seq
             );
+        }
+        // A resume is a new signed request: held to the same checks (its
+        // terms are the ones that count from here), then on from the last
+        // checked chunk.
+        if let Some(active) = self.active.as_mut().filter(|a| a.digest == digest) {
+            active.terms = terms;
+            let next = active.transfer.resume_at();
+            log::info!("upgrade {}: resumed at byte {next}", active.id);
+            return Ok(progress_json(active, next));
         }
         let device = SlotDevice::open(disk.slot_path(target), true).map_err(failed)?;
         device

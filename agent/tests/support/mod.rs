@@ -13,6 +13,8 @@
 //! their argv lets a test count them and lets `Drop` sweep up any left over.
 #![allow(dead_code, reason = "each test binary uses only some of these helpers")]
 
+pub mod disk;
+
 use basalt_common::command::{Command as SignedCommand, CommandKind};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
@@ -87,13 +89,22 @@ pub struct TestNode {
     pub key: SigningKey,
     /// The stand-in for PID 1.
     pub init: Child,
-    opts: Options,
+    /// How the agent is started (by [`TestNode::start_agent`]).
+    pub opts: Options,
     agent: Option<Child>,
     runs: usize,
 }
 
 impl TestNode {
     pub fn start(tag: &str, opts: Options) -> Self {
+        let mut node = TestNode::create(tag, opts);
+        node.start_agent();
+        node
+    }
+
+    /// The scratch root and the stand-in init, without the agent: for a
+    /// test that sets up more of the node before [`TestNode::start_agent`].
+    pub fn create(tag: &str, opts: Options) -> Self {
         let scratch = Scratch::new(tag);
         let root = scratch.path.join("root");
         for dir in [
@@ -123,7 +134,7 @@ impl TestNode {
         std::fs::write(scratch.path.join("cmdline"), &opts.cmdline).unwrap();
         let init = Command::new("sleep").arg("600").spawn().unwrap();
         let sock = scratch.path.join("agent.sock");
-        let mut node = TestNode {
+        TestNode {
             scratch,
             root,
             sock,
@@ -132,9 +143,7 @@ impl TestNode {
             opts,
             agent: None,
             runs: 0,
-        };
-        node.start_agent();
-        node
+        }
     }
 
     /// Starts (or restarts) the agent and waits until it answers status.
