@@ -86,6 +86,7 @@ pub fn status(r: &Value) -> String {
             let _ = writeln!(out, "config      none (maintenance mode)");
         }
     }
+    upgrades(&mut out, r.get("upgrades").unwrap_or(&Value::Null));
     if let Some(Value::Object(m)) = r.get("apply_to_exec_ms") {
         if !m.is_empty() {
             let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v} ms")).collect();
@@ -177,6 +178,52 @@ pub fn command(r: &Value) -> String {
     )
 }
 
+/// Status's `upgrades`: one line per slot, then the last outcome.
+fn upgrades(out: &mut String, u: &Value) {
+    if u.get("available") != Some(&Value::Bool(true)) {
+        if let Some(why) = u.get("why_not").and_then(Value::as_str) {
+            let _ = writeln!(out, "slots       none: {why}");
+        }
+        return;
+    }
+    for slot in u.get("slots").and_then(Value::as_array).into_iter().flatten() {
+        let hash = s(slot, "root_hash");
+        let _ = writeln!(
+            out,
+            "slot        {} {}: {} (version {}, root hash {})",
+            s(slot, "slot"),
+            slot.get("entry").and_then(Value::as_str).unwrap_or("no entry"),
+            s(slot, "state"),
+            s(slot, "version"),
+            &hash[..hash.len().min(16)]
+        );
+    }
+    if let Some(t) = u.get("transfer").filter(|t| t.is_object()) {
+        let _ = writeln!(
+            out,
+            "upgrade     receiving {} of {} bytes for {}",
+            t["received"],
+            t["total"],
+            s(t, "target")
+        );
+    }
+    if let Some(notice) = u.get("notice").and_then(Value::as_str) {
+        let _ = writeln!(out, "upgrade     {notice}");
+    }
+    let last = &u["last"];
+    if let Some(up) = last.get("upgrade").filter(|x| x.is_object()) {
+        let _ = writeln!(
+            out,
+            "last        upgrade to {} (version_seq {}) from {}: {}; image version floor {}",
+            s(up, "version"),
+            up["version_seq"],
+            s(up, "from_version"),
+            s(up, "outcome"),
+            last["image_version_floor"]
+        );
+    }
+}
+
 /// The answer to `upgrade` (a staged slot) or `rollback`.
 pub fn upgrade(r: &Value) -> String {
     if let Some(st) = r.get("staged") {
@@ -239,6 +286,29 @@ mod tests {
         let bare = status(&json!({"state": "maintenance", "node": null, "node_problem": "no uuid"}));
         assert!(bare.contains("node        none: no uuid"), "{bare}");
         assert!(bare.contains("config      none (maintenance mode)"), "{bare}");
+    }
+
+    #[test]
+    fn status_shows_both_slots_and_the_last_upgrade() {
+        let r = json!({"state": "configured", "upgrades": {
+            "available": true, "booted": "ROOT-B",
+            "slots": [
+                {"slot": "ROOT-A", "entry": "basalt-1-a.efi", "state": "installed", "version": "0.1", "root_hash": "aa".repeat(32)},
+                {"slot": "ROOT-B", "entry": "basalt-2-b+2-1.efi", "state": "booted, default, trying, 2 left", "version": "0.2", "root_hash": "bb".repeat(32)}
+            ],
+            "notice": null,
+            "last": {"image_version_floor": 4, "upgrade": {"version": "0.2", "version_seq": 5, "from_version": "0.1", "outcome": "staged"}}
+        }});
+        let text = status(&r);
+        for needle in [
+            "slot        ROOT-A basalt-1-a.efi: installed (version 0.1, root hash aaaaaaaaaaaaaaaa)",
+            "slot        ROOT-B basalt-2-b+2-1.efi: booted, default, trying, 2 left (version 0.2,",
+            "last        upgrade to 0.2 (version_seq 5) from 0.1: staged; image version floor 4",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in\n{text}");
+        }
+        let none = status(&json!({"upgrades": {"available": false, "why_not": "not a disk boot"}}));
+        assert!(none.contains("slots       none: not a disk boot"), "{none}");
     }
 
     #[test]
