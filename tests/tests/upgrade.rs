@@ -365,3 +365,77 @@ fn power_cuts_during_an_upgrade_always_boot_a() {
     let r = send(&node, &bundle, UpgradeFlags::default()).unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
     assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
 }
+
+/// Over the serial line (115200 baud, about 11 KiB/s): the first 1 MiB
+/// chunk of a bundle goes down it and is checked and written, then the
+/// transfer is resumed over vsock from that chunk. `make robustness` sends
+/// the whole bundle over serial (about 15 minutes: the UKI alone holds the
+/// kernel) and stages it.
+#[test]
+fn an_upgrade_over_serial_resumes_over_vsock() {
+    use basalt_tests::robustness::Profile;
+    let build = Build::from_env();
+    let whole = Profile::from_env().pick(false, true);
+    let scratch = Scratch::new("upgrade-serial");
+    let rootfs = test_rootfs(&build, &scratch);
+    let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
+    let bundle = build_bundle(
+        &build,
+        &rootfs,
+        &scratch.path("b.bundle"),
+        ("B", "test-b", 5),
+        ON_ERROR,
+        &build.image_key(),
+    );
+    let node = Node::boot_uefi(&build, "upgrade-serial", VmConfig::uefi(&disk.path), &node_id(4));
+    let file = BundleFile::open(&bundle).unwrap();
+    let mut serial = node.serial();
+    // A stall, not the transfer, is what the timeout bounds; an answer
+    // comes once a piece is in.
+    serial.set_timeout(Duration::from_secs(120));
+    let started = std::time::Instant::now();
+    if whole {
+        let r = upgrade::upgrade(
+            &mut serial,
+            &node.key,
+            &file,
+            UpgradeFlags::default(),
+            true,
+            &mut std::io::sink(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+        assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
+        eprintln!(
+            "serial: {} bytes in {:.0} s",
+            file.manifest.parts_len(),
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    let id = begin(&node, &mut serial, &file);
+    for offset in [0u64, 512 << 10] {
+        let data = file.read_parts(offset, 512 << 10).unwrap();
+        let fields = serde_json::json!({"upgrade": id, "offset": offset, "data": basalt_common::b64::encode(&data)});
+        let r = ok(
+            &node.vm,
+            call(&mut serial, "upgrade-data", fields.as_object().unwrap().clone()),
+        );
+        assert_eq!(r["next"], offset + (512 << 10), "{r:#}");
+    }
+    eprintln!("serial: 1 MiB in {:.0} s", started.elapsed().as_secs_f64());
+    let s = node.status();
+    assert_eq!(s["upgrades"]["transfer"]["received"], 1 << 20, "{:#}", s["upgrades"]);
+    assert_eq!(slot(&s, "ROOT-B")["state"], "writing");
+    // The same bundle over vsock: resumed at the chunk serial finished.
+    let r = upgrade::upgrade(
+        &mut node.vsock(),
+        &node.key,
+        &file,
+        UpgradeFlags::default(),
+        true,
+        &mut std::io::sink(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+    assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
+    node.vm.expect("resumed at byte 1048576", WAIT);
+}
