@@ -495,8 +495,11 @@ fn upgrade(f: &mut Figures, raw: &Raw, a: &Analysis) {
     let mut t = Table::new(&[("Measure", Unit::Text), ("s", Unit::Seconds)]);
     let rows = [
         ("`upgrade --reboot` → staged (transfer and checks)", r.transfer_s),
-        ("staged → the agent answers on ROOT-B (reboot)", r.reboot_to_agent_s),
-        ("agent answers → kubelet running on ROOT-B", r.agent_to_kubelet_s),
+        (
+            "staged → the agent ready on ROOT-B (reboot; its console line)",
+            r.reboot_to_agent_s,
+        ),
+        ("agent ready → kubelet running on ROOT-B", r.agent_to_kubelet_s),
         (
             "**`upgrade --reboot` → kubelet running on ROOT-B**",
             r.upgrade_to_kubelet_s,

@@ -117,7 +117,7 @@ pub struct RawCopy {
 pub struct Rebooted {
     /// The upgrade call → the staged answer (transfer and checks).
     pub transfer_s: f64,
-    /// → the agent answering `status` on ROOT-B.
+    /// → the new agent's `ready` line on the console.
     pub reboot_to_agent_s: f64,
     /// → `status` reporting the kubelet running there.
     pub agent_to_kubelet_s: f64,

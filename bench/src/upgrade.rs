@@ -18,9 +18,9 @@
 //!   to its answer after the fsync.
 //!
 //! Then one more bundle with `--reboot` and a short health window, timed on
-//! the host from the upgrade call to the staged answer, to the agent
-//! answering on ROOT-B, to the kubelet running there, and to the slot being
-//! blessed.
+//! the host from the upgrade call to the staged answer, to the new agent's
+//! `ready` line on the console, to `status` reporting the kubelet running on
+//! ROOT-B, and to the slot being blessed.
 
 use crate::agent::bench_config;
 use crate::cli::Paths;
@@ -292,8 +292,19 @@ impl<'a> Node<'a> {
             allow_downgrade: false,
             health_window_ms: Some(HEALTH_WINDOW_MS),
         };
+        let from = self.vm.console_len();
         let (_, start, staged) = self.upgrade(&file, flags)?;
-        let ready = self.wait("agent ready on ROOT-B", BOOT, |s| on(s, "ROOT-B"))?;
+        // No vsock connection until the new agent is up: vhost-device-vsock
+        // stops answering CONNECT for good when one is attempted while the
+        // guest resets its device. The console line is host-timed too.
+        let console = |needle: &str, from: usize| {
+            let wait = self.vm.wait_for_console_after(needle, from, BOOT);
+            wait.map_err(|e| fail("reboot into ROOT-B")(self.why(e.to_string())))
+        };
+        let at = console("reboot: Restarting system", from)?;
+        console("basalt-agent: ready", at)?;
+        let ready = Instant::now();
+        self.wait("agent on ROOT-B", BOOT, |s| on(s, "ROOT-B"))?;
         let kubelet = self.wait("kubelet running on ROOT-B", BOOT, |s| on(s, "ROOT-B") && running(s))?;
         let window = Duration::from_millis(HEALTH_WINDOW_MS) + BOOT;
         let blessed = self.wait("ROOT-B blessed", window, |s| {
