@@ -13,7 +13,7 @@ pub const USAGE: &str = include_str!("../usage.txt");
 
 const PATHS: &str = "--build --handoff --fragment --modules-dir --kconfig --busybox";
 
-const RUN: &str = "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --parts --sizes";
+const RUN: &str = "--out --runs --scale-runs --hash-rounds --hash-mib --agent-runs --upgrade-runs --parts --sizes";
 
 /// The options each command takes.
 const TAKES: [(&str, &[&str]); 4] = [
@@ -39,7 +39,7 @@ pub struct RenderOptions {
 
 /// The parts of the suite `--parts` selects: 1, 2 and 7 (the boots), 8
 /// (the slot disk's boots), 3 (hashing), 4 (sizes), 5 and 6 (the agent's
-/// memory and apply latency).
+/// memory and apply latency), 9 (upgrades).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parts {
     pub boot: bool,
@@ -47,6 +47,7 @@ pub struct Parts {
     pub hash: bool,
     pub sizes: bool,
     pub agent: bool,
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct RunOptions {
     pub hash_rounds: usize,
     pub hash_mib: u64,
     pub agent_runs: usize,
+    /// Upgrades and raw copies of part 9, each.
+    pub upgrade_runs: usize,
     pub parts: Parts,
     /// The image sizes to boot (MiB).
     pub sizes: Vec<u64>,
@@ -159,6 +162,7 @@ impl Flags {
             hash_rounds: self.count("--hash-rounds", 5)?,
             hash_mib: self.count("--hash-mib", 1024)? as u64,
             agent_runs: self.count("--agent-runs", 5)?,
+            upgrade_runs: self.count("--upgrade-runs", 3)?,
             parts: parse_parts(&self.get("--parts").unwrap_or(ALL_PARTS.join(",")))?,
             sizes: parse_sizes(&self.get("--sizes").unwrap_or("64,256,512,1024".into()))?,
         })
@@ -231,6 +235,7 @@ pub fn parse_parts(list: &str) -> Result<Parts, String> {
         hash: has("hash"),
         sizes: has("sizes"),
         agent: has("agent"),
+        upgrade: has("upgrade"),
     })
 }
 
@@ -243,7 +248,7 @@ pub fn parse_sizes(list: &str) -> Result<Vec<u64>, String> {
 }
 
 /// Every part `--parts` names.
-const ALL_PARTS: [&str; 5] = ["boot", "disk", "hash", "sizes", "agent"];
+const ALL_PARTS: [&str; 6] = ["boot", "disk", "hash", "sizes", "agent", "upgrade"];
 
 /// Every image size the suite boots.
 const ALL_MIB: [u64; 4] = [64, 256, 512, 1024];
@@ -266,12 +271,19 @@ mod tests {
         assert_eq!(o.paths.modules_dir, PathBuf::from("/b/kernel/modules"));
         assert_eq!(o.paths.kconfig, PathBuf::from("/b/kernel/config"));
         assert_eq!(o.paths.busybox, PathBuf::from("/bin/busybox"));
-        let numbers = (o.runs, o.scale_runs, o.hash_rounds, o.hash_mib, o.agent_runs);
-        assert_eq!(numbers, (5, 3, 5, 1024, 5));
+        let numbers = (
+            o.runs,
+            o.scale_runs,
+            o.hash_rounds,
+            o.hash_mib,
+            o.agent_runs,
+            o.upgrade_runs,
+        );
+        assert_eq!(numbers, (5, 3, 5, 1024, 5, 3));
         assert_eq!(o.out, PathBuf::from("bench"));
-        assert_eq!(o.parts, parse_parts("boot,disk,hash,sizes,agent").unwrap());
+        assert_eq!(o.parts, parse_parts("boot,disk,hash,sizes,agent,upgrade").unwrap());
         assert_eq!(o.sizes, [64, 256, 512, 1024]);
-        assert!(o.parts.boot && o.parts.disk && o.parts.hash && o.parts.sizes && o.parts.agent);
+        assert!(o.parts.boot && o.parts.disk && o.parts.hash && o.parts.sizes && o.parts.agent && o.parts.upgrade);
 
         let line =
             format!("run {BASE} --runs 7 --scale-runs 0 --parts hash,sizes --out /o --modules-dir /m --sizes 64");
@@ -279,7 +291,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!((o.runs, o.scale_runs, o.sizes), (7, 1, vec![64]));
-        assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.disk && !o.parts.agent);
+        assert!(o.parts.hash && o.parts.sizes && !o.parts.boot && !o.parts.disk && !o.parts.agent && !o.parts.upgrade);
         assert_eq!((o.paths.modules_dir, o.out), (PathBuf::from("/m"), PathBuf::from("/o")));
     }
 

@@ -54,16 +54,17 @@ pub fn padding_for(target: u64, unpadded: u64) -> u64 {
     room / (SQUASHFS_BLOCK + 4) * SQUASHFS_BLOCK
 }
 
-/// Copies the build's rootfs to `stage` and installs the handoff fixture.
-pub fn stage_rootfs(rootfs: &Path, handoff_bin: &Path, stage: &Path) -> Result<(), BenchError> {
+/// Copies the build's rootfs to `stage` and installs a fixture there:
+/// `(program, where)`, the handoff fixture at [`HANDOFF`] for the boots.
+pub fn stage_rootfs(rootfs: &Path, (bin, dest): (&Path, &str), stage: &Path) -> Result<(), BenchError> {
     if stage.exists() {
         std::fs::remove_dir_all(stage).map_err(io_err("remove", stage))?;
     }
     run(std::process::Command::new("cp").arg("-a").arg(rootfs).arg(stage))?;
-    let dest = stage.join(HANDOFF.trim_start_matches('/'));
+    let dest = stage.join(dest.trim_start_matches('/'));
     run(std::process::Command::new("install")
         .args(["-D", "-m", "0755"])
-        .arg(handoff_bin)
+        .arg(bin)
         .arg(dest))?;
     let padding_dir = stage.join(PADDING).parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&padding_dir).map_err(io_err("create", &padding_dir))
@@ -91,6 +92,20 @@ pub struct BuildInputs {
     pub image_key: PathBuf,
     /// The kernel, for the slot disk's UKIs.
     pub kernel: PathBuf,
+}
+
+impl BuildInputs {
+    /// What `make image` left in the build directory, and the paths given.
+    pub fn of(paths: &crate::cli::Paths) -> BuildInputs {
+        BuildInputs {
+            init: paths.build.join("bin/basalt-init"),
+            modules_dir: paths.modules_dir.clone(),
+            kconfig: paths.kconfig.clone(),
+            fragment: paths.fragment.clone(),
+            image_key: paths.build.join("keys/image.key"),
+            kernel: paths.build.join("vmlinuz"),
+        }
+    }
 }
 
 /// basalt's initramfs around `image`, exactly as `make image` builds one
@@ -134,17 +149,26 @@ pub fn slot_size_for(image_bytes: u64) -> u64 {
 /// with `-kernel/-initrd` beside the disk, as tests/tests/verity.rs does,
 /// so that no firmware time is counted.
 pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -> Result<PathBuf, BenchError> {
-    use basalt_mkimage::disk::{self, DiskSpec, DEFAULT_ESP_SIZE, DEFAULT_STATE_SIZE, DEFAULT_VAR_SIZE};
-    let what = out.display().to_string();
-    let fail = |what: &str| {
-        let what = what.to_string();
-        move |source| BenchError::Disk { what, source }
+    let spec = basalt_mkimage::disk::DiskSpec {
+        parts_dir: Some(parts.to_path_buf()),
+        ..disk_spec(inputs, image, out)?
     };
-    let key = basalt_mkimage::assemble::read_signing_key(&inputs.image_key).map_err(|source| BenchError::Mkimage {
-        what: what.clone(),
+    build_disk(inputs, &spec)?;
+    Ok(parts.join("initrd.img"))
+}
+
+fn image_key(inputs: &BuildInputs, what: &Path) -> Result<basalt_common::keys::SigningKey, BenchError> {
+    basalt_mkimage::assemble::read_signing_key(&inputs.image_key).map_err(|source| BenchError::Mkimage {
+        what: what.display().to_string(),
         source,
-    })?;
-    let spec = DiskSpec {
+    })
+}
+
+/// The spec [`slot_disk`] builds from: `image` in ROOT-A of a slot just
+/// big enough, the fixture as handoff, into `out`.
+pub fn disk_spec(inputs: &BuildInputs, image: &Path, out: &Path) -> Result<basalt_mkimage::disk::DiskSpec, BenchError> {
+    use basalt_mkimage::disk::{DiskSpec, DEFAULT_ESP_SIZE, DEFAULT_STATE_SIZE, DEFAULT_VAR_SIZE};
+    Ok(DiskSpec {
         init: inputs.init.clone(),
         root: RootSource::Squashfs(image.to_path_buf()),
         modules_dir: inputs.modules_dir.clone(),
@@ -162,12 +186,65 @@ pub fn slot_disk(inputs: &BuildInputs, image: &Path, parts: &Path, out: &Path) -
         salt: None,
         fill_b: false,
         append: None,
-        parts_dir: Some(parts.to_path_buf()),
+        parts_dir: None,
+        out: out.to_path_buf(),
+        source_date_epoch: None,
+    })
+}
+
+/// `basalt-mkimage disk` from `spec`, signed with the build's image key.
+pub fn build_disk(
+    inputs: &BuildInputs,
+    spec: &basalt_mkimage::disk::DiskSpec,
+) -> Result<basalt_mkimage::disk::DiskReport, BenchError> {
+    let key = image_key(inputs, &spec.out)?;
+    let what = spec.out.display().to_string();
+    basalt_mkimage::disk::build_disk(spec, &key).map_err(|source| BenchError::Disk { what, source })
+}
+
+/// `basalt-mkimage bundle` with `disk`'s image, handoff, slot size and
+/// command line, for slot B, as `(version, version_seq)`, into `out`:
+/// what `make bundle` builds for a node on that disk.
+pub fn bundle_for(
+    inputs: &BuildInputs,
+    disk: &basalt_mkimage::disk::DiskSpec,
+    (version, version_seq): (&str, u64),
+    out: &Path,
+) -> Result<(), BenchError> {
+    use basalt_mkimage::bundle::{build_bundle, BundleSpec};
+    let key = image_key(inputs, out)?;
+    let target = *basalt_mkimage::disk::SLOTS
+        .iter()
+        .find(|s| s.letter == "B")
+        .ok_or_else(|| BenchError::Parse {
+            what: "basalt_mkimage::disk::SLOTS".into(),
+            why: "no slot B".into(),
+        })?;
+    let spec = BundleSpec {
+        init: disk.init.clone(),
+        root: disk.root.clone(),
+        modules_dir: disk.modules_dir.clone(),
+        kconfig: disk.kconfig.clone(),
+        fragment: disk.fragment.clone(),
+        kernel: disk.kernel.clone(),
+        stub: disk.stub.clone(),
+        version: version.into(),
+        version_seq,
+        arch: basalt_common::bundle::Arch::X86_64,
+        handoff: disk.handoff.clone(),
+        slot_size: disk.slot_size,
+        salt: None,
+        target,
+        append: disk.append.clone(),
+        parts_dir: None,
         out: out.to_path_buf(),
         source_date_epoch: None,
     };
-    disk::build_disk(&spec, &key).map_err(fail(&what))?;
-    Ok(parts.join("initrd.img"))
+    build_bundle(&spec, &key).map_err(|e| BenchError::Parse {
+        what: format!("building {}", out.display()),
+        why: e.to_string(),
+    })?;
+    Ok(())
 }
 
 /// Step marks the baseline writes to the kernel log after each step, named

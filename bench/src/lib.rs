@@ -22,3 +22,4 @@ pub mod svg;
 pub mod table;
 pub mod targets;
 pub mod template;
+pub mod upgrade;

@@ -61,6 +61,7 @@ pub fn figures(raw: &Raw, a: &Analysis) -> Figures {
     agent(&mut f, raw, a);
     scaling(&mut f, a);
     disk(&mut f, raw, a);
+    upgrade(&mut f, raw, a);
     f
 }
 
@@ -446,6 +447,72 @@ fn disk(f: &mut Figures, raw: &Raw, a: &Analysis) {
     f.table("disk", t);
 }
 
+/// Part 9: a run from before it has neither its figures nor a reason.
+fn upgrade(f: &mut Figures, raw: &Raw, a: &Analysis) {
+    f.flag(
+        "upgrade_section",
+        raw.upgrade.is_some() || raw.upgrade_missing.is_some(),
+    );
+    if let Some(why) = &raw.upgrade_missing {
+        f.set("upgrade_missing", why);
+    }
+    let Some(u) = &a.upgrade else {
+        return;
+    };
+    f.flag("upgrade", true);
+    f.set("upgrade_root", &u.root);
+    f.set("upgrade_image", fmt_mib(u.image_bytes));
+    f.set("upgrade_bundle", fmt_mib(u.bundle_bytes));
+    f.set("upgrade_runs", u.upgrade_data_mib_s.n);
+    f.set("upgrade_ratio", format!("{:.2}", u.ratio));
+    f.set("upgrade_end_ratio", format!("{:.2}", u.end_to_end_ratio));
+    f.set("upgrade_begin", fmt_summary(&u.begin_ms));
+    let mut t = Table::new(&[("Measure", Unit::Text), ("MiB/s", Unit::MibPerS)]);
+    let rows = [
+        (
+            "Upgrade, data phase: first `upgrade-data` → the answer to the last piece but one",
+            u.upgrade_data_mib_s,
+        ),
+        (
+            "Raw copy: first byte → the fixture's answer after its last pwrite",
+            u.raw_written_mib_s,
+        ),
+        (
+            "Upgrade: first `upgrade-data` → staged (the last piece, flush, read-back, verity rebuild)",
+            u.upgrade_total_mib_s,
+        ),
+        ("Raw copy: first byte → the answer after its fsync", u.raw_synced_mib_s),
+    ];
+    for (name, x) in rows {
+        t.row(vec![name.into(), Cell::Summary(x)]);
+    }
+    f.table("upgrade", t);
+    let Some(r) = &u.rebooted else {
+        return;
+    };
+    f.flag("upgrade_rebooted", true);
+    f.set("health_window", format!("{:.0}", u.health_window_ms as f64 / 1e3));
+    let mut t = Table::new(&[("Measure", Unit::Text), ("s", Unit::Seconds)]);
+    let rows = [
+        ("`upgrade --reboot` → staged (transfer and checks)", r.transfer_s),
+        (
+            "staged → the agent ready on ROOT-B (reboot; its console line)",
+            r.reboot_to_agent_s,
+        ),
+        ("agent ready → kubelet running on ROOT-B", r.agent_to_kubelet_s),
+        (
+            "**`upgrade --reboot` → kubelet running on ROOT-B**",
+            r.upgrade_to_kubelet_s,
+        ),
+        ("kubelet running → blessed (health window)", r.kubelet_to_blessed_s),
+        ("`upgrade --reboot` → blessed", r.upgrade_to_blessed_s),
+    ];
+    for (name, x) in rows {
+        t.row(vec![name.into(), Cell::Summary(x)]);
+    }
+    f.table("upgrade_reboot", t);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +616,39 @@ mod tests {
         assert!(svg.contains("basalt, disk, disk mode (median; bars: min–max)"));
     }
 
+    /// Part 9: its section and tables, a line for each figure; without it,
+    /// the section says why, or is not there at all in a run from before.
+    #[test]
+    fn upgrades_render() {
+        let raw = tests_support::upgrade_raw();
+        let md = markdown(&raw, &analyse(&raw));
+        has_lines(&md, &[
+            "## 9. Upgrades: writing slot B over vsock, and booting it",
+            "| Upgrade, data phase: first `upgrade-data` → the answer to the last piece but one | 10.0 (8.0–16.0) |",
+            "| Raw copy: first byte → the fixture's answer after its last pwrite | 20.0 (16.0–32.0) |",
+            "| **`upgrade --reboot` → kubelet running on ROOT-B** | 30.500 (30.500–30.500) |",
+            "| kubelet running → blessed (health window) | 5.500 (5.500–5.500) |",
+            "The upgrade's data phase writes at **0.50×** the raw copy's rate. To the staged answer, which adds the flush, reading the whole slot back and rebuilding its dm-verity tree, it is 0.50× the raw copy with its fsync. The signed `upgrade` request before the data (the agent checks the manifest, clears the slot and creates the staging file) took 100 (100–100) ms.",
+            "| upgrade write throughput over vsock | ≥ 0.7× a raw vsock copy of the same bytes | 0.50× (10.0 vs 20.0 MiB/s) | **missed** | each 512 KiB piece is base64 in a JSON request, answered before the next goes, and every 1 MiB chunk is hashed in the guest before it is written; the raw copy streams without answers or checks (part 9) |",
+        ]);
+        assert!(!md.contains("\n\n\n") && !md.contains("Not measured: failed"), "{md}");
+        let j: serde_json::Value = serde_json::from_str(&json(&raw, &analyse(&raw))).unwrap();
+        let section = &j["tables"]["9. Upgrades: writing slot B over vsock, and booting it"];
+        assert_eq!(section.as_array().map(Vec::len), Some(2), "{:#}", j["tables"]);
+        assert_eq!(section[0]["columns"][1]["unit"], "MiB/s");
+        let mut failed = tests_support::disk_raw();
+        failed.upgrade_missing = Some("failed: the VM exited".into());
+        let md = markdown(&failed, &analyse(&failed));
+        assert!(
+            md.ends_with(
+                "## 9. Upgrades: writing slot B over vsock, and booting it\n\nNot measured: failed: the VM exited.\n"
+            ),
+            "{md}"
+        );
+        let before = markdown(&tests_support::disk_raw(), &analyse(&tests_support::disk_raw()));
+        assert!(!before.contains("## 9.") && !before.contains("upgrade"));
+    }
+
     /// Whatever is missing, what is written is read back and renders the
     /// same; and every placeholder of the template is a figure some run has.
     #[test]
@@ -570,9 +670,13 @@ mod tests {
             b.outcome.report.as_mut().unwrap().steps[2].duration_us = 2_000_000;
         }
         let mut named = std::collections::BTreeSet::new();
+        let mut no_upgrade = tests_support::disk_raw();
+        no_upgrade.upgrade_missing = Some("failed: the VM exited".into());
         for raw in [
             partial,
             Raw::default(),
+            no_upgrade,
+            tests_support::upgrade_raw(),
             tests_support::disk_raw(),
             tests_support::agent_raw(),
             committed,

@@ -67,6 +67,64 @@ pub struct Persisted {
     pub boot_to_running_ms: Vec<f64>,
 }
 
+/// Part 9: upgrades of slot B on one node booted under OVMF, against raw
+/// copies of the same bytes over the same vsock transport.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeRuns {
+    /// The root image in the bundle's slot part.
+    pub image_bytes: u64,
+    /// The bundle's parts (UKI and slot part): what each run sends.
+    pub bundle_bytes: u64,
+    /// The root mode of the node's UKIs.
+    pub root: String,
+    /// The rebooted upgrade's health window.
+    pub health_window_ms: u64,
+    /// Upgrades without reboot, in run order.
+    pub upgrades: Vec<Transfer>,
+    /// The raw copies, in run order.
+    pub raw: Vec<RawCopy>,
+    /// Upgrades with `--reboot`.
+    pub rebooted: Vec<Rebooted>,
+}
+
+/// One upgrade without reboot, host-timed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The signed `upgrade` request → the first `upgrade-data` about to go.
+    pub begin_s: f64,
+    /// Bytes before the last piece.
+    pub data_bytes: u64,
+    /// First `upgrade-data` → the answer to the last piece but one.
+    pub data_s: f64,
+    /// First `upgrade-data` → the staged answer.
+    pub total_s: f64,
+}
+
+/// One raw copy through the fixture, host-timed from the first byte sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawCopy {
+    /// → the fixture's answer after its last pwrite.
+    pub written_s: f64,
+    /// → its answer after the fsync.
+    pub synced_s: f64,
+    /// The fixture's own times: first byte → last pwrite, and the fsync.
+    pub guest_write_ms: Option<f64>,
+    pub guest_fsync_ms: Option<f64>,
+}
+
+/// One `upgrade --reboot`, host wall time, split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rebooted {
+    /// The upgrade call → the staged answer (transfer and checks).
+    pub transfer_s: f64,
+    /// → the new agent's `ready` line on the console.
+    pub reboot_to_agent_s: f64,
+    /// → `status` reporting the kubelet running there.
+    pub agent_to_kubelet_s: f64,
+    /// → the last upgrade's outcome `blessed`.
+    pub kubelet_to_blessed_s: f64,
+}
+
 /// Everything measured, before analysis.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Raw {
@@ -94,6 +152,12 @@ pub struct Raw {
     pub agent: Option<AgentRuns>,
     /// Why parts 5 and 6 were not measured, when they were not.
     pub agent_missing: Option<String>,
+    /// Part 9 (runs before it have neither field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeRuns>,
+    /// Why part 9 was not measured, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_missing: Option<String>,
     pub suite_seconds: f64,
     /// How long each part took, in the order they ran.
     pub part_seconds: Vec<(String, f64)>,
@@ -503,6 +567,79 @@ pub fn floor(a: &Analysis) -> Option<Floor> {
     })
 }
 
+/// Part 9's figures: MiB/s are MiB (2^20 bytes) per second, each run's
+/// bytes over its time; ratios are of the medians.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpgradeSummary {
+    pub image_bytes: u64,
+    pub bundle_bytes: u64,
+    pub root: String,
+    pub health_window_ms: u64,
+    /// The upgrade's data phase and up to the staged answer.
+    pub upgrade_data_mib_s: Summary,
+    pub upgrade_total_mib_s: Summary,
+    /// The raw copy, written and synced.
+    pub raw_written_mib_s: Summary,
+    pub raw_synced_mib_s: Summary,
+    /// Data phase over the raw copy written: the target's figure.
+    pub ratio: f64,
+    /// Staged over synced: with the flush, and the upgrade's read-back.
+    pub end_to_end_ratio: f64,
+    pub begin_ms: Summary,
+    pub rebooted: Option<RebootedSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebootedSummary {
+    pub transfer_s: Summary,
+    pub reboot_to_agent_s: Summary,
+    pub agent_to_kubelet_s: Summary,
+    /// The upgrade call → kubelet running on the new slot.
+    pub upgrade_to_kubelet_s: Summary,
+    pub kubelet_to_blessed_s: Summary,
+    /// The upgrade call → blessed.
+    pub upgrade_to_blessed_s: Summary,
+}
+
+fn upgrade_summary(u: &UpgradeRuns) -> Option<UpgradeSummary> {
+    let mib = |bytes: u64, s: f64| bytes as f64 / (1u64 << 20) as f64 / s;
+    let rate = |f: &dyn Fn(&Transfer) -> (u64, f64)| of(u.upgrades.iter().map(f).map(|(b, s)| mib(b, s)));
+    let raw = |f: fn(&RawCopy) -> f64| of(u.raw.iter().map(|r| mib(u.bundle_bytes, f(r))));
+    let (data, total) = (
+        rate(&|t| (t.data_bytes, t.data_s))?,
+        rate(&|t| (u.bundle_bytes, t.total_s))?,
+    );
+    let (written, synced) = (raw(|r| r.written_s)?, raw(|r| r.synced_s)?);
+    let r = &u.rebooted;
+    let each = |f: fn(&Rebooted) -> f64| of(r.iter().map(f));
+    let rebooted = (|| {
+        Some(RebootedSummary {
+            transfer_s: each(|x| x.transfer_s)?,
+            reboot_to_agent_s: each(|x| x.reboot_to_agent_s)?,
+            agent_to_kubelet_s: each(|x| x.agent_to_kubelet_s)?,
+            upgrade_to_kubelet_s: each(|x| x.transfer_s + x.reboot_to_agent_s + x.agent_to_kubelet_s)?,
+            kubelet_to_blessed_s: each(|x| x.kubelet_to_blessed_s)?,
+            upgrade_to_blessed_s: each(|x| {
+                x.transfer_s + x.reboot_to_agent_s + x.agent_to_kubelet_s + x.kubelet_to_blessed_s
+            })?,
+        })
+    })();
+    Some(UpgradeSummary {
+        image_bytes: u.image_bytes,
+        bundle_bytes: u.bundle_bytes,
+        root: u.root.clone(),
+        health_window_ms: u.health_window_ms,
+        upgrade_data_mib_s: data,
+        upgrade_total_mib_s: total,
+        raw_written_mib_s: written,
+        raw_synced_mib_s: synced,
+        ratio: data.median / written.median,
+        end_to_end_ratio: total.median / synced.median,
+        begin_ms: of(u.upgrades.iter().map(|t| t.begin_s * 1e3))?,
+        rebooted,
+    })
+}
+
 /// Everything the reports show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
@@ -516,6 +653,9 @@ pub struct Analysis {
     pub floor: Option<Floor>,
     /// basalt-init's VmHWM at the handoff, from part 1's boots.
     pub handoff_hwm_kib: Option<Summary>,
+    /// Part 9 (left out of results.json when the run has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSummary>,
     pub targets: Vec<crate::targets::Target>,
 }
 
@@ -545,6 +685,7 @@ pub fn analyse(raw: &Raw) -> Analysis {
         agent,
         floor: None,
         handoff_hwm_kib: of(basalt.filter_map(|b| b.outcome.phase.pid1_hwm_kib.map(|k| k as f64))),
+        upgrade: raw.upgrade.as_ref().and_then(upgrade_summary),
         targets: Vec::new(),
     };
     a.floor = floor(&a);
@@ -658,6 +799,40 @@ pub mod tests_support {
         raw
     }
 
+    /// The disk sample plus part 9: 64 MiB of bundle, upgrades at 8, 10
+    /// and 16 MiB/s in the data phase, raw copies at 16, 20 and 32.
+    pub fn upgrade_raw() -> Raw {
+        let mut raw = disk_raw();
+        let mib = 1u64 << 20;
+        let upgrades = [8.0, 4.0, 6.4].map(|s| Transfer {
+            begin_s: 0.1,
+            data_bytes: 63 * mib + mib / 2,
+            data_s: s * 63.5 / 64.0,
+            total_s: s + 2.0,
+        });
+        let raw_copies = [4.0, 2.0, 3.2].map(|s| RawCopy {
+            written_s: s,
+            synced_s: s + 1.0,
+            guest_write_ms: Some(s * 1e3 - 10.0),
+            guest_fsync_ms: Some(990.0),
+        });
+        raw.upgrade = Some(UpgradeRuns {
+            image_bytes: 50 * mib,
+            bundle_bytes: 64 * mib,
+            root: "ram".into(),
+            health_window_ms: 5000,
+            upgrades: upgrades.to_vec(),
+            raw: raw_copies.to_vec(),
+            rebooted: vec![Rebooted {
+                transfer_s: 10.0,
+                reboot_to_agent_s: 20.0,
+                agent_to_kubelet_s: 0.5,
+                kubelet_to_blessed_s: 5.5,
+            }],
+        });
+        raw
+    }
+
     pub fn sample_raw() -> Raw {
         let mut boots = Vec::new();
         for run in 0..5 {
@@ -730,6 +905,23 @@ mod tests {
         assert_eq!(s.points.iter().map(|p| p.size.mib).collect::<Vec<_>>(), [64, 256]);
         let (a, b, r2) = s.fit.unwrap();
         assert!((b - (7000.0 - 1920.0) / 192.0).abs() < 1e-9 && r2 > 0.999 && a > 0.0);
+    }
+
+    #[test]
+    fn upgrade_rates_are_ratios_of_medians() {
+        let u = analyse(&tests_support::upgrade_raw()).upgrade.unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(u.upgrade_data_mib_s.median, 10.0) && close(u.upgrade_data_mib_s.max, 16.0));
+        assert!(close(u.raw_written_mib_s.median, 20.0) && close(u.raw_synced_mib_s.median, 64.0 / 4.2));
+        assert!(close(u.ratio, 0.5) && close(u.end_to_end_ratio, (64.0 / 8.4) / (64.0 / 4.2)));
+        let r = u.rebooted.unwrap();
+        assert!(close(r.upgrade_to_kubelet_s.median, 30.5) && close(r.upgrade_to_blessed_s.median, 36.0));
+        // No rebooted upgrade: the rest still stands; no raw copy: nothing.
+        let mut raw = tests_support::upgrade_raw();
+        raw.upgrade.as_mut().unwrap().rebooted.clear();
+        assert!(analyse(&raw).upgrade.unwrap().rebooted.is_none());
+        raw.upgrade.as_mut().unwrap().raw.clear();
+        assert!(analyse(&raw).upgrade.is_none());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use crate::error::{io_err, missing, run as run_cmd, BenchError};
 use crate::hashing::{self, HashPlan};
 use crate::images::{self, BuildInputs};
 use crate::results::{self, BootRecord, Raw};
-use crate::{agent, report, sizes, svg};
-use basalt_qemu::VmConfig;
+use crate::{agent, report, sizes, svg, upgrade};
+use basalt_qemu::{AccelChoice, VmConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -69,18 +69,12 @@ impl ImageFactory {
     pub fn prepare(paths: &Paths, dir: &Path) -> Result<ImageFactory, BenchError> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let stage = dir.join("rootfs");
-        images::stage_rootfs(&paths.build.join("rootfs"), &paths.handoff, &stage)?;
+        let handoff = (paths.handoff.as_path(), images::HANDOFF);
+        images::stage_rootfs(&paths.build.join("rootfs"), handoff, &stage)?;
         let scratch = dir.join("unpadded.sqsh");
         let unpadded = images::padded_image(&stage, 0, &scratch)?;
         std::fs::remove_file(&scratch).map_err(io_err("remove", &scratch))?;
-        let inputs = BuildInputs {
-            init: paths.build.join("bin/basalt-init"),
-            modules_dir: paths.modules_dir.clone(),
-            kconfig: paths.kconfig.clone(),
-            fragment: paths.fragment.clone(),
-            image_key: paths.build.join("keys/image.key"),
-            kernel: paths.build.join("vmlinuz"),
-        };
+        let inputs = BuildInputs::of(paths);
         let (dir, busybox, built) = (dir.to_path_buf(), paths.busybox.clone(), Vec::new());
         Ok(ImageFactory {
             stage,
@@ -247,12 +241,19 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
         check_inputs(&o.paths)?;
         part(&mut raw, "boots", |raw| run_boots(o, &dir, raw))?;
     }
-    // Parts 5 and 6 last. A failure there still writes everything else.
+    // Parts 5, 6 and 9 last. A failure there still writes everything else.
     let failure = match o.parts.agent {
         true => agent_part(o, &dir, &mut raw),
         false => {
             raw.agent_missing = Some("not run (--parts)".into());
             None
+        }
+    };
+    let failure = match o.parts.upgrade {
+        true => upgrade_part(o, &dir, &mut raw).or(failure),
+        false => {
+            raw.upgrade_missing = Some("not run (--parts)".into());
+            failure
         }
     };
     raw.suite_seconds = started.elapsed().as_secs_f64();
@@ -270,22 +271,64 @@ pub fn run(o: &RunOptions) -> Result<(), BenchError> {
 /// that ended them, if one did).
 fn agent_part(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Option<BenchError> {
     progress("parts 5 and 6: memory and apply latency through the agent");
-    if let Err(why) = agent::check_inputs(&o.paths.build) {
-        progress(&format!("parts 5 and 6 not measured: {why}"));
-        raw.agent_missing = Some(why.to_string());
+    let checked = agent::check_inputs(&o.paths.build);
+    let measure = || agent::measure(&o.paths.build, dir, o.agent_runs, &mut |m| progress(m));
+    guarded(
+        raw,
+        ("agent", "parts 5 and 6"),
+        checked,
+        measure,
+        |raw| &mut raw.agent_missing,
+        |raw, runs| raw.agent = Some(runs),
+    )
+}
+
+/// Part 9: the same.
+fn upgrade_part(o: &RunOptions, dir: &Path, raw: &mut Raw) -> Option<BenchError> {
+    progress(&format!("part 9: upgrades over vsock, {} runs", o.upgrade_runs));
+    let checked = upgrade::check_inputs(&o.paths.build);
+    let measure = || {
+        let (runs, accel) = upgrade::measure(&o.paths, dir, o.upgrade_runs, &mut |m| progress(m))?;
+        Ok((runs, Some(accel)))
+    };
+    guarded(
+        raw,
+        ("upgrade", "part 9"),
+        checked,
+        measure,
+        |raw| &mut raw.upgrade_missing,
+        |raw, runs| raw.upgrade = Some(runs),
+    )
+}
+
+/// A part that may not run (`checked`: its inputs are missing) or may fail
+/// without ending the suite: why goes into `missing`, the figures through
+/// `store`, the accelerator into `raw` if no boot set it; the error that
+/// ended it is returned.
+fn guarded<T>(
+    raw: &mut Raw,
+    (name, label): (&str, &str),
+    checked: Result<(), BenchError>,
+    measure: impl FnOnce() -> Result<(T, Option<AccelChoice>), BenchError>,
+    missing: fn(&mut Raw) -> &mut Option<String>,
+    store: impl FnOnce(&mut Raw, T),
+) -> Option<BenchError> {
+    if let Err(why) = checked {
+        progress(&format!("{label} not measured: {why}"));
+        *missing(raw) = Some(why.to_string());
         return None;
     }
     let mut failure = None;
-    let measured = part(raw, "agent", |raw| {
-        match agent::measure(&o.paths.build, dir, o.agent_runs, &mut |m| progress(m)) {
+    let measured = part(raw, name, |raw| {
+        match measure() {
             Ok((runs, accel)) => {
                 if let (true, Some(accel)) = (raw.accel.is_empty(), accel) {
                     (raw.accel, raw.accel_reason) = (accel.accel.to_string(), accel.reason);
                 }
-                raw.agent = Some(runs);
+                store(raw, runs);
             }
             Err(e) => {
-                raw.agent_missing = Some(format!("failed: {e}"));
+                *missing(raw) = Some(format!("failed: {e}"));
                 failure = Some(e);
             }
         }

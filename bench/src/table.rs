@@ -26,6 +26,8 @@ pub enum Unit {
     KiB,
     #[serde(rename = "GiB/s")]
     GibPerS,
+    #[serde(rename = "MiB/s")]
+    MibPerS,
     /// A ratio, printed `0.94×`.
     #[serde(rename = "ratio")]
     Times,
@@ -40,6 +42,7 @@ impl Unit {
             Unit::Seconds => format!("{x:.3}"),
             Unit::Bytes => fmt_kib(x as u64),
             Unit::GibPerS => format!("{x:.2}"),
+            Unit::MibPerS => format!("{x:.1}"),
             Unit::Times => format!("{x:.2}×"),
             Unit::Percent => format!("{x:.0}%"),
         }

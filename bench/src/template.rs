@@ -50,13 +50,14 @@ fn body(template: &str) -> &str {
 pub fn render<'a>(template: &'a str, figures: &'a Figures) -> Page<'a> {
     let (mut lines, mut tables, mut heading) = (Vec::<String>::new(), BTreeMap::new(), "");
     for line in body(template).lines() {
-        if line.starts_with('#') {
-            heading = line.trim_start_matches('#').trim();
-            tables.insert(heading, Vec::new());
-        }
         let Some((text, used)) = fill(line, figures) else {
             continue;
         };
+        // A heading behind a `{?name}` starts its section only when printed.
+        if let Some(at) = line.find('#').filter(|_| text.starts_with('#')) {
+            heading = line[at..].trim_start_matches('#').trim();
+            tables.insert(heading, Vec::new());
+        }
         if let Some(in_section) = tables.get_mut(heading) {
             in_section.extend(used);
         }

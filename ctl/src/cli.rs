@@ -293,9 +293,9 @@ fn dispatch(mut o: Opts, env_endpoint: Option<String>, out: &mut dyn Write) -> R
             let key = load_key(key_path(&o)?)?;
             let mut client = connect(&o, env_endpoint)?;
             let result = if o.json {
-                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, true, out)?
+                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, true, out)?.0
             } else {
-                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, false, &mut std::io::stderr())?
+                crate::upgrade::upgrade(&mut client, &key, &bundle, o.upgrade, false, &mut std::io::stderr())?.0
             };
             print_upgrade(&o, &result, out);
             Ok(())

@@ -90,8 +90,24 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// When the pieces of one [`upgrade`] went and came back (the bench times
+/// the transfer with it).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The first `upgrade-data` request about to be sent.
+    pub data_started: Instant,
+    /// The answer to the last piece but one, and the bundle offset it
+    /// acknowledged: every byte before it written, none of the final checks.
+    pub before_last: Option<(Instant, u64)>,
+    /// The staged answer: the last piece written and the slot checked.
+    pub staged: Instant,
+    /// Where the transfer started (non-zero when it resumed).
+    pub resumed_at: u64,
+}
+
 /// Sends the bundle; prints progress to `progress` (JSON lines with `json`).
-/// Returns the agent's last answer (the staged slot).
+/// Returns the agent's last answer (the staged slot), and when the pieces
+/// went and came back.
 pub fn upgrade(
     client: &mut Client,
     key: &SigningKey,
@@ -99,7 +115,7 @@ pub fn upgrade(
     flags: UpgradeFlags,
     json: bool,
     progress: &mut dyn Write,
-) -> Result<Value, CliError> {
+) -> Result<(Value, Timing), CliError> {
     let (node, nonce) = node_and_nonce(client)?;
     let terms = UpgradeTerms {
         bundle: bundle.manifest_digest(),
@@ -127,6 +143,7 @@ pub fn upgrade(
     let resumed_at = next;
     let t0 = Instant::now();
     let mut meter = Meter::new(json, total, resumed_at);
+    let mut before_last = None;
     loop {
         let len = (total - next).min(MAX_UPGRADE_DATA as u64) as usize;
         let data = bundle.read_parts(next, len)?;
@@ -141,9 +158,16 @@ pub fn upgrade(
         let result = ok_result(answer?)?;
         if result.get("staged").is_some() {
             meter.show(progress, total, t0.elapsed(), true);
-            return Ok(result);
+            let timing = Timing {
+                data_started: t0,
+                before_last,
+                staged: Instant::now(),
+                resumed_at,
+            };
+            return Ok((result, timing));
         }
         next = result["next"].as_u64().unwrap_or(total);
+        before_last = Some((Instant::now(), next));
         meter.show(progress, next, t0.elapsed(), false);
     }
 }

@@ -50,7 +50,7 @@ fn slot<'a>(s: &'a Value, label: &str) -> &'a Value {
 
 fn send(node: &Node, bundle: &Path, flags: UpgradeFlags) -> Result<Value, CliError> {
     let file = BundleFile::open(bundle)?;
-    upgrade::upgrade(&mut node.vsock(), &node.key, &file, flags, true, &mut std::io::sink())
+    upgrade::upgrade(&mut node.vsock(), &node.key, &file, flags, true, &mut std::io::sink()).map(|(answer, _)| answer)
 }
 
 fn refused(node: &Node, bundle: &Path, want: &str) -> String {
