@@ -403,6 +403,7 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
             true,
             &mut std::io::sink(),
         )
+        .map(|(answer, _)| answer)
         .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
         assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
         eprintln!(
@@ -435,6 +436,7 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
         true,
         &mut std::io::sink(),
     )
+    .map(|(answer, _)| answer)
     .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
     assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
     node.vm.expect("resumed at byte 1048576", WAIT);
