@@ -62,7 +62,7 @@ fn ctl_upgrade_progress(
     let bundle = BundleFile::open(path).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     let r = match upgrade::upgrade(&mut n.client(), &n.key, &bundle, flags, true, &mut out) {
-        Ok(v) => Ok(v),
+        Ok((v, _)) => Ok(v),
         Err(CliError::Agent { code, message }) => Err((code, message)),
         Err(e) => panic!("basaltctl upgrade: {e}\n{}", n.stderr()),
     };
