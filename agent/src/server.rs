@@ -32,6 +32,9 @@ const IDLE_NS: u64 = 600_000 * NS_PER_MS;
 /// Bytes read from one channel at a time. Bytes read but not yet answered
 /// wait in the connection's inbox, so this also bounds each inbox.
 const READ_CHUNK: usize = 16 * 1024;
+/// At most this many reads in a row for one channel while a line is
+/// unfinished: one frame (1 MiB) in READ_CHUNK reads.
+const LINE_ROUNDS: usize = MAX_FRAME / READ_CHUNK;
 /// Unread output at which a connection's next request waits: nothing more
 /// is read from it, mid-batch included, until its client reads.
 const CONN_OUT_HIGH: usize = 256 * 1024;
@@ -662,10 +665,24 @@ fn serve(c: &mut Conn, events: PollFlags, agent: &mut Agent, budget: &mut Budget
         return false;
     }
     let readable = events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
-    if readable && c.wants_read(*budget) && !c.read(now) {
-        return false;
+    for round in 1..=LINE_ROUNDS {
+        if !(readable && c.wants_read(*budget)) {
+            c.answer(agent, budget, now);
+            break;
+        }
+        if !c.read(now) {
+            return false;
+        }
+        let full = c.inbox.len() == READ_CHUNK;
+        c.answer(agent, budget, now);
+        // A long line (a piece of an update bundle is 683 KiB) arrives in
+        // 16 KiB reads: while one is unfinished and more is waiting, read on
+        // here rather than once per pass of the poll loop. Bounded by one
+        // frame's worth of reads, so other channels wait at most that.
+        if !(full && c.inbox.is_empty() && c.reader.in_line()) || round == LINE_ROUNDS {
+            break;
+        }
     }
-    c.answer(agent, budget, now);
     c.flush(budget, now)
 }
 

@@ -184,16 +184,29 @@ impl Client {
 
     /// Sends a request and waits for its response.
     pub fn call(&mut self, op: &str, fields: Map<String, Value>) -> Result<Response, ClientError> {
+        let id = self.request(op, fields)?;
+        self.response(&id, op)
+    }
+
+    /// Sends a request without waiting; returns the id its response will
+    /// carry, for [`response`](Self::response). Responses come in request
+    /// order, so a client may keep a few requests in flight.
+    pub fn request(&mut self, op: &str, fields: Map<String, Value>) -> Result<Value, ClientError> {
         let id = Value::String(format!("ctl-{}-{}", std::process::id(), self.next_id));
         self.next_id += 1;
         self.send(&proto::request_line(&id, op, fields))?;
+        Ok(id)
+    }
+
+    /// Waits for the response to request `id` (an `op`, for messages).
+    pub fn response(&mut self, id: &Value, op: &str) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.timeout;
         let waiting_for = format!("response to {op}");
         let mut skipped = 0;
         loop {
             let line = self.read_line(&waiting_for, deadline, &mut skipped)?;
             match proto::parse_response(&line) {
-                Ok(resp) if resp.id() == &id => return Ok(resp),
+                Ok(resp) if resp.id() == id => return Ok(resp),
                 // Not ours: a stale response, or noise on a serial line.
                 _ => skipped += 1,
             }

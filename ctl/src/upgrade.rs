@@ -11,6 +11,7 @@ use basalt_common::envelope::SignedEnvelope;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::MAX_UPGRADE_DATA;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -144,16 +145,30 @@ pub fn upgrade(
     let t0 = Instant::now();
     let mut meter = Meter::new(json, total, resumed_at);
     let mut before_last = None;
+    // Pieces in flight: the next is on its way while the agent checks and
+    // writes the one before, so neither side waits for the other.
+    let mut in_flight: VecDeque<(Value, u64)> = VecDeque::new();
+    let mut send_at = next;
     loop {
-        let len = (total - next).min(MAX_UPGRADE_DATA as u64) as usize;
-        let data = bundle.read_parts(next, len)?;
-        let last = next + len as u64 == total;
+        while in_flight.len() < WINDOW && send_at < total {
+            let len = (total - send_at).min(MAX_UPGRADE_DATA as u64) as usize;
+            let data = bundle.read_parts(send_at, len)?;
+            let fields = json!({"upgrade": id, "offset": send_at, "data": b64::encode(&data)});
+            let rid = client.request("upgrade-data", crate::cli::obj(fields))?;
+            send_at += len as u64;
+            in_flight.push_back((rid, send_at));
+        }
+        let Some((rid, end)) = in_flight.pop_front() else {
+            return Err(CliError::Agent {
+                code: "internal".into(),
+                message: "every byte was sent and none of the answers staged the bundle".into(),
+            });
+        };
         let normal = client.timeout();
-        if last {
+        if end == total {
             client.set_timeout(normal.max(FINAL_TIMEOUT));
         }
-        let fields = json!({"upgrade": id, "offset": next, "data": b64::encode(&data)});
-        let answer = client.call("upgrade-data", crate::cli::obj(fields));
+        let answer = client.response(&rid, "upgrade-data");
         client.set_timeout(normal);
         let result = ok_result(answer?)?;
         if result.get("staged").is_some() {
@@ -171,6 +186,9 @@ pub fn upgrade(
         meter.show(progress, next, t0.elapsed(), false);
     }
 }
+
+/// `upgrade-data` requests in flight at once.
+const WINDOW: usize = 2;
 
 /// Progress: bytes, rate and ETA, on one rewritten line for people or as
 /// JSON lines.
