@@ -271,6 +271,9 @@ fn killed_agent_is_restarted_by_init_and_adopts_its_services() {
     let killed = node.hands("kill basalt-agent 9");
     assert_eq!(killed["killed"].as_array().unwrap().len(), 1, "{killed}");
     node.vm.expect("handoff /sbin/basalt-agent", WAIT);
+    // Until the new agent listens, a vsock connection is refused or closed:
+    // wait for it to say so on the console before asking it anything.
+    node.vm.expect_count("basalt-agent: ready", 2, WAIT);
     let after = node.wait_status("a new agent with kubelet adopted", WAIT, |s| {
         Node::service(s, "kubelet")["adopted"] == true
     });
