@@ -20,7 +20,7 @@ use basaltctl::cli::CliError;
 use basaltctl::upgrade::{self, BundleFile, UpgradeFlags};
 use serde_json::Value;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -39,6 +39,13 @@ fn flip(path: &Path, at: u64) {
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+}
+
+/// A bundle of `rootfs` as `(slot, version, version_seq)`, signed with
+/// `key`, in the scratch directory.
+fn bundle(build: &Build, scratch: &Scratch, rootfs: &Path, what: (&str, &str, u64), key: &SigningKey) -> PathBuf {
+    let out = scratch.path(&format!("{}.bundle", what.1));
+    build_bundle(build, rootfs, &out, what, ON_ERROR, key)
 }
 
 fn slot<'a>(s: &'a Value, label: &str) -> &'a Value {
@@ -74,14 +81,7 @@ fn upgrade_to_b_is_checked_blessed_and_rolled_back() {
     let rootfs = test_rootfs(&build, &scratch);
     let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
     let key = build.image_key();
-    let good = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("b.bundle"),
-        ("B", "test-b", 5),
-        ON_ERROR,
-        &key,
-    );
+    let good = bundle(&build, &scratch, &rootfs, ("B", "test-b", 5), &key);
 
     let id = node_id(1);
     let node = Node::boot_uefi(&build, "upgrade", VmConfig::uefi(&disk.path).stay_on_reboot(), &id);
@@ -100,24 +100,10 @@ fn upgrade_to_b_is_checked_blessed_and_rolled_back() {
     let m = refused(&node, &flipped, "bad_bundle");
     assert!(m.contains("does not match its SHA-256"), "{m}");
     let other_key = SigningKey::from_seed(&[9; 32]).unwrap();
-    let foreign = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("foreign.bundle"),
-        ("B", "x", 6),
-        ON_ERROR,
-        &other_key,
-    );
+    let foreign = bundle(&build, &scratch, &rootfs, ("B", "x", 6), &other_key);
     let m = refused(&node, &foreign, "bad_bundle");
     assert!(m.contains("signature does not verify"), "{m}");
-    let to_a = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("a.bundle"),
-        ("A", "test-a2", 6),
-        ON_ERROR,
-        &key,
-    );
+    let to_a = bundle(&build, &scratch, &rootfs, ("A", "test-a2", 6), &key);
     let m = refused(&node, &to_a, "not_upgradable");
     assert!(m.contains("the slot this node runs from"), "{m}");
     let s = node.status();
@@ -155,14 +141,7 @@ fn upgrade_to_b_is_checked_blessed_and_rolled_back() {
     assert_eq!(s["upgrades"]["last"]["upgrade"]["outcome"], "blessed");
 
     // Below the floor: refused without --allow-downgrade.
-    let old = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("old.bundle"),
-        ("A", "test-old", 3),
-        ON_ERROR,
-        &key,
-    );
+    let old = bundle(&build, &scratch, &rootfs, ("A", "test-old", 3), &key);
     let m = refused(&node, &old, "downgrade");
     assert!(m.contains("below this node's image version floor 5"), "{m}");
 
@@ -198,12 +177,11 @@ fn an_upgrade_whose_kubelet_fails_falls_back_to_a_after_3_tries() {
         "/usr/bin/kubelet",
         0o755,
     );
-    let broken = build_bundle(
+    let broken = bundle(
         &build,
+        &scratch,
         &broken_root,
-        &scratch.path("broken.bundle"),
         ("B", "test-broken", 7),
-        ON_ERROR,
         &build.image_key(),
     );
 
@@ -299,14 +277,7 @@ fn power_cuts_during_an_upgrade_always_boot_a() {
     let scratch = Scratch::new("upgrade-cuts");
     let rootfs = test_rootfs(&build, &scratch);
     let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
-    let bundle = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("b.bundle"),
-        ("B", "test-b", 5),
-        ON_ERROR,
-        &build.image_key(),
-    );
+    let bundle = bundle(&build, &scratch, &rootfs, ("B", "test-b", 5), &build.image_key());
     let total = BundleFile::open(&bundle).unwrap().manifest.parts_len();
     let id = node_id(3);
     let cfg = || {
@@ -379,14 +350,7 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
     let scratch = Scratch::new("upgrade-serial");
     let rootfs = test_rootfs(&build, &scratch);
     let disk = build_disk(&build, &rootfs, &scratch.path("disk.img"), ON_ERROR);
-    let bundle = build_bundle(
-        &build,
-        &rootfs,
-        &scratch.path("b.bundle"),
-        ("B", "test-b", 5),
-        ON_ERROR,
-        &build.image_key(),
-    );
+    let bundle = bundle(&build, &scratch, &rootfs, ("B", "test-b", 5), &build.image_key());
     let node = Node::boot_uefi(&build, "upgrade-serial", VmConfig::uefi(&disk.path), &node_id(4));
     let file = BundleFile::open(&bundle).unwrap();
     let mut serial = node.serial();
