@@ -340,7 +340,7 @@ fn power_cuts_during_an_upgrade_always_boot_a() {
 /// Over the serial line (115200 baud, about 11 KiB/s): the first 1 MiB
 /// chunk of a bundle goes down it and is checked and written, then the
 /// transfer is resumed over vsock from that chunk. `make robustness` sends
-/// the whole bundle over serial (about 15 minutes: the UKI alone holds the
+/// the whole bundle over serial (about 17 minutes: the UKI alone holds the
 /// kernel) and stages it.
 #[test]
 fn an_upgrade_over_serial_resumes_over_vsock() {
