@@ -17,6 +17,7 @@ use basalt_qemu::VmConfig;
 use basalt_tests::node::*;
 use basalt_tests::*;
 use basaltctl::cli::CliError;
+use basaltctl::client::Client;
 use basaltctl::upgrade::{self, BundleFile, UpgradeFlags};
 use serde_json::Value;
 use std::os::unix::fs::FileExt;
@@ -56,8 +57,18 @@ fn slot<'a>(s: &'a Value, label: &str) -> &'a Value {
 }
 
 fn send(node: &Node, bundle: &Path, flags: UpgradeFlags) -> Result<Value, CliError> {
-    let file = BundleFile::open(bundle)?;
-    upgrade::upgrade(&mut node.vsock(), &node.key, &file, flags, true, &mut std::io::sink()).map(|(answer, _)| answer)
+    send_on(node, &mut node.vsock(), &BundleFile::open(bundle)?, flags)
+}
+
+/// basaltctl's upgrade of `file` over `client`, and the agent's last answer.
+fn send_on(node: &Node, client: &mut Client, file: &BundleFile, flags: UpgradeFlags) -> Result<Value, CliError> {
+    upgrade::upgrade(client, &node.key, file, flags, true, &mut std::io::sink()).map(|(answer, _)| answer)
+}
+
+/// An `upgrade-data` request's fields: `data` at `offset` of upgrade `id`.
+fn piece(id: &str, offset: u64, data: &[u8]) -> serde_json::Map<String, Value> {
+    let fields = serde_json::json!({"upgrade": id, "offset": offset, "data": basalt_common::b64::encode(data)});
+    fields.as_object().unwrap().clone()
 }
 
 fn refused(node: &Node, bundle: &Path, want: &str) -> String {
@@ -313,9 +324,7 @@ fn power_cuts_during_an_upgrade_always_boot_a() {
         loop {
             let len = (total - offset).min(512 << 10);
             let data = file.read_parts(offset, len as usize).unwrap();
-            let fields =
-                serde_json::json!({"upgrade": id, "offset": offset, "data": basalt_common::b64::encode(&data)});
-            let fields = fields.as_object().unwrap().clone();
+            let fields = piece(&id, offset, &data);
             if offset >= at {
                 let line = basalt_common::proto::request_line(&serde_json::json!("cut"), "upgrade-data", fields);
                 client.send(&line).unwrap();
@@ -359,16 +368,8 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
     serial.set_timeout(Duration::from_secs(120));
     let started = std::time::Instant::now();
     if whole {
-        let r = upgrade::upgrade(
-            &mut serial,
-            &node.key,
-            &file,
-            UpgradeFlags::default(),
-            true,
-            &mut std::io::sink(),
-        )
-        .map(|(answer, _)| answer)
-        .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+        let r = send_on(&node, &mut serial, &file, UpgradeFlags::default())
+            .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
         assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
         eprintln!(
             "serial: {} bytes in {:.0} s",
@@ -380,11 +381,7 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
     let id = begin(&node, &mut serial, &file);
     for offset in [0u64, 512 << 10] {
         let data = file.read_parts(offset, 512 << 10).unwrap();
-        let fields = serde_json::json!({"upgrade": id, "offset": offset, "data": basalt_common::b64::encode(&data)});
-        let r = ok(
-            &node.vm,
-            call(&mut serial, "upgrade-data", fields.as_object().unwrap().clone()),
-        );
+        let r = ok(&node.vm, call(&mut serial, "upgrade-data", piece(&id, offset, &data)));
         assert_eq!(r["next"], offset + (512 << 10), "{r:#}");
     }
     eprintln!("serial: 1 MiB in {:.0} s", started.elapsed().as_secs_f64());
@@ -392,16 +389,8 @@ fn an_upgrade_over_serial_resumes_over_vsock() {
     assert_eq!(s["upgrades"]["transfer"]["received"], 1 << 20, "{:#}", s["upgrades"]);
     assert_eq!(slot(&s, "ROOT-B")["state"], "writing");
     // The same bundle over vsock: resumed at the chunk serial finished.
-    let r = upgrade::upgrade(
-        &mut node.vsock(),
-        &node.key,
-        &file,
-        UpgradeFlags::default(),
-        true,
-        &mut std::io::sink(),
-    )
-    .map(|(answer, _)| answer)
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
+    let r = send_on(&node, &mut node.vsock(), &file, UpgradeFlags::default())
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.vm.console()));
     assert_eq!(r["staged"]["slot"], "ROOT-B", "{r:#}");
     node.vm.expect("resumed at byte 1048576", WAIT);
 }
