@@ -14,7 +14,7 @@ use basalt_common::disk::slot::AREA_SIZE;
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::hex;
 use basalt_common::keys::SigningKey;
-use basalt_common::proto::{Response, MAX_UPGRADE_DATA};
+use basalt_common::proto::{self, Response, MAX_UPGRADE_DATA};
 use basalt_common::state_record::{StateRecord, UpgradeOutcome, UpgradeRecord};
 use basaltctl::cli::CliError;
 use basaltctl::client::Client;
@@ -484,6 +484,30 @@ fn garbage_upgrade_data_is_refused_and_the_transfer_goes_on() {
         obj(json!({"upgrade": id, "offset": 0, "data": "no*base64"})),
     );
     assert_eq!(code_of(raw.unwrap()), "bad_request");
+    // Binary frames: data twice, a payload where none belongs, one over the
+    // frame cap (skipped by its declared length), a NUL that is not the magic.
+    let binary = |c: &mut Client, op: &str, fields: Value, payload: &[u8]| {
+        let rid = c.request_binary(op, obj(fields), payload).unwrap();
+        c.response(&rid, op).unwrap()
+    };
+    let both = json!({"upgrade": id, "offset": 0, "data": b64::encode(&piece[..4096])});
+    assert_eq!(
+        code_of(binary(&mut c, "upgrade-data", both, &piece[..4096])),
+        "bad_request"
+    );
+    assert_eq!(code_of(binary(&mut c, "status", json!({}), b"x")), "bad_request");
+    let mut over = proto::BINARY_MAGIC.to_vec();
+    over.extend_from_slice(&2u32.to_be_bytes());
+    over.extend_from_slice(&(proto::MAX_FRAME as u32).to_be_bytes());
+    over.extend_from_slice(b"{}");
+    over.extend(std::iter::repeat_n(b'\n', proto::MAX_FRAME));
+    c.send(&over).unwrap();
+    assert_eq!(
+        code_of(c.response(&Value::Null, "oversized").unwrap()),
+        "frame_too_large"
+    );
+    c.send(b"\0{\"id\":1,\"op\":\"status\"}\n").unwrap();
+    assert_eq!(code_of(c.response(&Value::Null, "NUL").unwrap()), "malformed_json");
     // More than the parts hold.
     let stream = b.stream();
     let mut at = 0;

@@ -7,6 +7,13 @@
 //! newline. A line that is not JSON is answered with `malformed_json`; the
 //! channel stays usable either way.
 //!
+//! A request that carries bulk bytes (`upgrade-data`) may instead be one
+//! binary frame: the two bytes [`BINARY_MAGIC`] (a NUL never starts a JSON
+//! line), the header's and the payload's lengths as big-endian u32, the
+//! request's JSON (no newline), then the payload's raw bytes. The lengths
+//! together are held to the same cap; a frame over it is skipped by its
+//! declared length and answered with `frame_too_large`.
+//!
 //! Request: `{"id": 7, "op": "status"}` (plus op-specific fields).
 //! Response: `{"id": 7, "ok": true, "result": {...}}` or
 //! `{"id": 7, "ok": false, "error": {"code": "bad_signature", "message": "..."}}`.
@@ -29,14 +36,38 @@ pub const MAX_TAIL: u64 = 10_000;
 pub const MIN_TRY_MS: u64 = 1_000;
 pub const MAX_TRY_MS: u64 = 3_600_000;
 
-/// One line taken off a channel.
+/// The first two bytes of a binary frame.
+pub const BINARY_MAGIC: [u8; 2] = [0, b'B'];
+/// The magic and the two lengths before a binary frame's header.
+pub const BINARY_PREAMBLE: usize = 10;
+
+/// One frame taken off a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A complete line, without its newline or a trailing carriage return.
     Line(Vec<u8>),
-    /// A line longer than the cap. Its bytes were dropped as they arrived;
-    /// `len` is how many there were.
+    /// A binary frame: the request's JSON and the raw bytes it carries.
+    Binary { header: Vec<u8>, payload: Vec<u8> },
+    /// A line (or binary frame) longer than the cap. Its bytes were dropped
+    /// as they arrived; `len` is how many there were.
     TooLarge { len: usize },
+}
+
+/// How far into a binary frame the reader is.
+#[derive(Debug)]
+enum Binary {
+    /// The NUL was read; the next byte says whether this is a binary frame.
+    Magic,
+    /// Reading the two lengths.
+    Lengths { got: [u8; 8], n: usize },
+    /// Reading the header, then the payload (into the reader's buffer).
+    Body {
+        header_len: usize,
+        header: Vec<u8>,
+        payload_len: usize,
+    },
+    /// Dropping a frame over the cap: `left` of its `len` bytes to go.
+    Skip { left: usize, len: usize },
 }
 
 /// Splits a byte stream into lines, holding at most `cap` bytes.
@@ -49,6 +80,8 @@ pub struct FrameReader {
     buf: Vec<u8>,
     /// `Some(n)` while discarding an oversized line of `n` bytes so far.
     discarding: Option<usize>,
+    /// `Some` while inside a binary frame.
+    binary: Option<Binary>,
 }
 
 impl FrameReader {
@@ -57,17 +90,25 @@ impl FrameReader {
             cap,
             buf: Vec::new(),
             discarding: None,
+            binary: None,
         }
     }
 
-    /// Bytes held for the line in progress.
+    /// Bytes held for the frame in progress.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.binary_header().map_or(0, Vec::len)
     }
 
-    /// Memory held for the line in progress (never more than the cap).
+    /// Memory held for the frame in progress (never more than the cap).
     pub fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf.capacity() + self.binary_header().map_or(0, Vec::capacity)
+    }
+
+    fn binary_header(&self) -> Option<&Vec<u8>> {
+        match &self.binary {
+            Some(Binary::Body { header, .. }) => Some(header),
+            _ => None,
+        }
     }
 
     /// Feeds bytes read from the channel and returns the frames they complete.
@@ -86,6 +127,17 @@ impl FrameReader {
     /// frame that line completed, if any. A reader that must stop between
     /// two requests (because their answers are piling up) keeps the rest.
     pub fn feed_one(&mut self, input: &[u8]) -> (usize, Option<Frame>) {
+        if input.is_empty() {
+            return (0, None);
+        }
+        let at_start = self.buf.is_empty() && self.discarding.is_none();
+        if self.binary.is_none() && at_start && input[0] == BINARY_MAGIC[0] {
+            self.binary = Some(Binary::Magic);
+            return (1, None);
+        }
+        if let Some(state) = self.binary.take() {
+            return self.feed_binary(state, input);
+        }
         let newline = input.iter().position(|&b| b == b'\n');
         let chunk = &input[..newline.unwrap_or(input.len())];
         if let Some(seen) = self.discarding.as_mut() {
@@ -112,17 +164,118 @@ impl FrameReader {
         (at + 1, Some(Frame::Line(line)))
     }
 
-    /// True while a line has started but not ended (including an oversized
+    /// One step through a binary frame; `input` is not empty.
+    fn feed_binary(&mut self, state: Binary, input: &[u8]) -> (usize, Option<Frame>) {
+        match state {
+            Binary::Magic if input[0] == BINARY_MAGIC[1] => {
+                self.binary = Some(Binary::Lengths { got: [0; 8], n: 0 });
+                (1, None)
+            }
+            // Not a binary frame: the NUL begins an ordinary (malformed) line.
+            Binary::Magic => {
+                if self.cap == 0 {
+                    self.discarding = Some(1);
+                } else {
+                    self.append(&[BINARY_MAGIC[0]]);
+                }
+                (0, None)
+            }
+            Binary::Lengths { mut got, n } => {
+                let take = (8 - n).min(input.len());
+                got[n..n + take].copy_from_slice(&input[..take]);
+                if n + take < 8 {
+                    self.binary = Some(Binary::Lengths { got, n: n + take });
+                    return (take, None);
+                }
+                let len = |b: &[u8]| {
+                    b.iter()
+                        .fold(0usize, |acc, &x| acc.saturating_mul(256).saturating_add(x.into()))
+                };
+                let (header_len, payload_len) = (len(&got[..4]), len(&got[4..]));
+                let total = header_len.saturating_add(payload_len);
+                if total > self.cap {
+                    self.binary = Some(Binary::Skip {
+                        left: total,
+                        len: total,
+                    });
+                    return (take, None);
+                }
+                self.buf = Vec::with_capacity(payload_len);
+                let state = Binary::Body {
+                    header_len,
+                    header: Vec::with_capacity(header_len),
+                    payload_len,
+                };
+                (take, self.binary_done(state))
+            }
+            Binary::Body {
+                header_len,
+                mut header,
+                payload_len,
+            } => {
+                let take = if header.len() < header_len {
+                    let take = (header_len - header.len()).min(input.len());
+                    header.extend_from_slice(&input[..take]);
+                    take
+                } else {
+                    let take = (payload_len - self.buf.len()).min(input.len());
+                    self.buf.extend_from_slice(&input[..take]);
+                    take
+                };
+                let state = Binary::Body {
+                    header_len,
+                    header,
+                    payload_len,
+                };
+                (take, self.binary_done(state))
+            }
+            Binary::Skip { left, len } => {
+                let take = left.min(input.len());
+                if take == left {
+                    return (take, Some(Frame::TooLarge { len }));
+                }
+                self.binary = Some(Binary::Skip { left: left - take, len });
+                (take, None)
+            }
+        }
+    }
+
+    /// The frame, if `state` holds all of its bytes; else `state` is kept.
+    fn binary_done(&mut self, state: Binary) -> Option<Frame> {
+        match state {
+            Binary::Body {
+                header_len,
+                header,
+                payload_len,
+            } if header.len() == header_len && self.buf.len() == payload_len => Some(Frame::Binary {
+                header,
+                payload: std::mem::take(&mut self.buf),
+            }),
+            other => {
+                self.binary = Some(other);
+                None
+            }
+        }
+    }
+
+    /// True while a frame has started but not ended (including an oversized
     /// one being discarded).
     pub fn in_line(&self) -> bool {
-        !self.buf.is_empty() || self.discarding.is_some()
+        !self.buf.is_empty() || self.discarding.is_some() || self.binary.is_some()
     }
 
     /// Drops the line in progress and returns how many bytes it had. For a
     /// channel that cannot tell its client left (a serial line): half a
     /// request from one client must not swallow the next client's first.
     pub fn abandon(&mut self) -> usize {
-        let n = self.discarding.take().unwrap_or(self.buf.len());
+        let n = match self.binary.take() {
+            Some(Binary::Skip { left, len }) => len - left,
+            Some(Binary::Body { header, .. }) => BINARY_PREAMBLE + header.len() + self.buf.len(),
+            Some(Binary::Lengths { n, .. }) => 2 + n,
+            Some(Binary::Magic) => 1,
+            None => self.discarding.take().unwrap_or(self.buf.len()),
+        };
+        self.discarding = None;
         self.buf = Vec::new();
         n
     }
@@ -358,6 +511,17 @@ impl RequestError {
 
 /// Reads one request line.
 pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    parse_request_with(line, None)
+}
+
+/// Reads a binary frame's request: its header is the request's JSON, and
+/// the payload is the data of an `upgrade-data` request (which then has no
+/// `data` field). No other op carries a payload.
+pub fn parse_binary_request(header: &[u8], payload: Vec<u8>) -> Result<Request, RequestError> {
+    parse_request_with(header, Some(payload))
+}
+
+fn parse_request_with(line: &[u8], mut payload: Option<Vec<u8>>) -> Result<Request, RequestError> {
     let null = Value::Null;
     let doc =
         json::parse_strict(line).map_err(|e| RequestError::new(&null, ErrorCode::MalformedJson, e.to_string()))?;
@@ -452,8 +616,15 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         }
         "upgrade-data" => {
             let f = fields(&["upgrade", "offset", "data"])?;
-            let data = crate::b64::decode(f.str("data").map_err(|e| bad(&id, e))?)
-                .map_err(|e| bad(&id, JsonError::new("$.data", e.to_string())))?;
+            let data = match payload.take() {
+                Some(_) if f.opt("data").is_some() => {
+                    let what = "not allowed with a binary payload, which carries the data";
+                    return Err(bad(&id, JsonError::new("$.data", what)));
+                }
+                Some(p) => p,
+                None => crate::b64::decode(f.str("data").map_err(|e| bad(&id, e))?)
+                    .map_err(|e| bad(&id, JsonError::new("$.data", e.to_string())))?,
+            };
             if data.is_empty() || data.len() > MAX_UPGRADE_DATA {
                 let what = format!("1 to {MAX_UPGRADE_DATA} bytes of bundle per request");
                 return Err(bad(&id, JsonError::new("$.data", what)));
@@ -472,6 +643,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             return Err(RequestError::new(&id, ErrorCode::UnknownOp, message));
         }
     };
+    if payload.is_some() {
+        let what = format!("{op_name} carries no binary payload (only upgrade-data does)");
+        return Err(bad(&id, JsonError::new("$", what)));
+    }
     Ok(Request { id, op })
 }
 
@@ -480,6 +655,21 @@ pub fn request_line(id: &Value, op: &str, mut fields: serde_json::Map<String, Va
     fields.insert("id".into(), id.clone());
     fields.insert("op".into(), Value::String(op.into()));
     line(&Value::Object(fields))
+}
+
+/// A binary request frame (see the module docs): the request's JSON, then
+/// `payload` raw.
+pub fn binary_request(id: &Value, op: &str, fields: serde_json::Map<String, Value>, payload: &[u8]) -> Vec<u8> {
+    let mut header = request_line(id, op, fields);
+    header.pop();
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    let mut frame = Vec::with_capacity(BINARY_PREAMBLE + header.len() + payload.len());
+    frame.extend_from_slice(&BINARY_MAGIC);
+    frame.extend_from_slice(&len(header.len()));
+    frame.extend_from_slice(&len(payload.len()));
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// A success response line.
@@ -575,6 +765,7 @@ mod tests {
             .map(|f| match f {
                 Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
                 Frame::TooLarge { len } => format!("<too large: {len}>"),
+                Frame::Binary { header, payload } => format!("<binary: {header:?} {payload:?}>"),
             })
             .collect()
     }
@@ -606,6 +797,143 @@ mod tests {
             }
             assert_eq!(lines(&got), *want, "{chunks:?}");
         }
+    }
+
+    fn binary(header: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut f = BINARY_MAGIC.to_vec();
+        f.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(header);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn binary_frames_table() {
+        let frame = |h: &[u8], p: &[u8]| Frame::Binary {
+            header: h.to_vec(),
+            payload: p.to_vec(),
+        };
+        let line = |l: &[u8]| Frame::Line(l.to_vec());
+        let mut over = binary(b"{}", &[b'\n'; 20]);
+        over.extend_from_slice(b"ok\n");
+        let mut two = binary(b"{\"a\":1}", b"\n\0B\n");
+        two.extend_from_slice(&binary(b"h", b""));
+        two.extend_from_slice(b"\nnext\n");
+        let cases: Vec<(&str, Vec<u8>, usize, Vec<Frame>)> = vec![
+            (
+                "one frame",
+                binary(b"{}", b"raw\n\0bytes"),
+                64,
+                vec![frame(b"{}", b"raw\n\0bytes")],
+            ),
+            (
+                "two frames, a blank line and a line",
+                two,
+                64,
+                vec![frame(b"{\"a\":1}", b"\n\0B\n"), frame(b"h", b""), line(b"next")],
+            ),
+            ("empty header and payload", binary(b"", b""), 64, vec![frame(b"", b"")]),
+            (
+                "over the cap: skipped by its length",
+                over,
+                16,
+                vec![Frame::TooLarge { len: 22 }, line(b"ok")],
+            ),
+            (
+                "a NUL without the magic starts a line",
+                b"\0x\n{}\n".to_vec(),
+                64,
+                vec![line(b"\0x"), line(b"{}")],
+            ),
+            ("a NUL then a newline", b"\0\n".to_vec(), 64, vec![line(b"\0")]),
+            (
+                "a NUL inside a line is part of it",
+                b"a\0B\n".to_vec(),
+                64,
+                vec![line(b"a\0B")],
+            ),
+            ("unfinished", binary(b"{}", b"12345")[..12].to_vec(), 64, vec![]),
+        ];
+        for (what, stream, cap, want) in cases {
+            let mut whole = FrameReader::new(cap);
+            assert_eq!(whole.feed(&stream), want, "{what}");
+            let mut bytewise = FrameReader::new(cap);
+            let mut got = Vec::new();
+            for b in &stream {
+                got.extend(bytewise.feed(std::slice::from_ref(b)));
+                assert!(bytewise.capacity() <= cap, "{what}: capacity {}", bytewise.capacity());
+            }
+            assert_eq!(got, want, "{what}, a byte at a time");
+        }
+    }
+
+    #[test]
+    fn abandon_drops_a_partial_binary_frame() {
+        let mut r = FrameReader::new(64);
+        let f = binary(b"{}", b"12345");
+        assert!(r.feed(&f[..14]).is_empty());
+        assert!(r.in_line());
+        assert_eq!(r.abandon(), 14);
+        assert!(!r.in_line());
+        assert_eq!(r.feed(b"ok\n"), vec![Frame::Line(b"ok".to_vec())]);
+    }
+
+    #[test]
+    fn binary_requests_carry_upgrade_data_only() {
+        let header = |fields: Value| {
+            let Value::Object(m) = fields else { unreachable!() };
+            let mut l = request_line(&json!(1), m["op"].as_str().unwrap(), m.clone());
+            l.pop();
+            l
+        };
+        let ok = header(json!({"op": "upgrade-data", "upgrade": "u1", "offset": 5}));
+        let req = parse_binary_request(&ok, b"\0\n raw".to_vec()).unwrap();
+        assert_eq!(
+            req.op,
+            Op::UpgradeData {
+                upgrade: "u1".into(),
+                offset: 5,
+                data: b"\0\n raw".to_vec()
+            }
+        );
+        let refused: &[(Value, Vec<u8>, &str)] = &[
+            (
+                json!({"op": "upgrade-data", "upgrade": "u1", "offset": 5, "data": "AA=="}),
+                b"x".to_vec(),
+                "$.data: not allowed",
+            ),
+            (
+                json!({"op": "upgrade-data", "upgrade": "u1", "offset": 5}),
+                Vec::new(),
+                "$.data: 1 to",
+            ),
+            (
+                json!({"op": "upgrade-data", "upgrade": "u1", "offset": 5}),
+                vec![0; MAX_UPGRADE_DATA + 1],
+                "$.data: 1 to",
+            ),
+            (
+                json!({"op": "status"}),
+                b"x".to_vec(),
+                "$: status carries no binary payload",
+            ),
+        ];
+        for (fields, payload, want) in refused {
+            let e = parse_binary_request(&header(fields.clone()), payload.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{fields}");
+            assert!(e.message.starts_with(want), "{fields}: {}", e.message);
+        }
+        // What a client builds reads back as the same frame and request.
+        let mut fields = serde_json::Map::new();
+        fields.insert("upgrade".into(), json!("u1"));
+        fields.insert("offset".into(), json!(5));
+        let bytes = binary_request(&json!(1), "upgrade-data", fields, b"\0\n raw");
+        let frames = FrameReader::new(MAX_FRAME).feed(&bytes);
+        let [Frame::Binary { header, payload }] = &frames[..] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(parse_binary_request(header, payload.clone()).unwrap(), req);
     }
 
     #[test]

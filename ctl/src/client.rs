@@ -92,6 +92,9 @@ pub struct Client {
     pending: std::collections::VecDeque<Frame>,
     timeout: Duration,
     next_id: u64,
+    /// A serial line: bulk data goes as base64 in JSON, not as binary
+    /// frames, since a serial path need not be 8-bit clean.
+    serial: bool,
 }
 
 fn io_err(e: Errno) -> std::io::Error {
@@ -128,6 +131,7 @@ impl Client {
             pending: Default::default(),
             timeout,
             next_id: 1,
+            serial: matches!(endpoint, Endpoint::Serial(_)),
         };
         if let Endpoint::VsockUds { port, .. } = endpoint {
             client.send(format!("CONNECT {port}\n").as_bytes())?;
@@ -159,6 +163,8 @@ impl Client {
             pending: Default::default(),
             timeout,
             next_id: 1,
+            // A descriptor of unknown kind is treated like a serial line.
+            serial: true,
         };
         client.resync()?;
         Ok(client)
@@ -178,6 +184,10 @@ impl Client {
         self.timeout = timeout;
     }
 
+    pub fn is_serial(&self) -> bool {
+        self.serial
+    }
+
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -195,6 +205,20 @@ impl Client {
         let id = Value::String(format!("ctl-{}-{}", std::process::id(), self.next_id));
         self.next_id += 1;
         self.send(&proto::request_line(&id, op, fields))?;
+        Ok(id)
+    }
+
+    /// [`request`](Self::request) as a binary frame carrying `payload` raw
+    /// (docs/protocol.md; `upgrade-data` only).
+    pub fn request_binary(
+        &mut self,
+        op: &str,
+        fields: Map<String, Value>,
+        payload: &[u8],
+    ) -> Result<Value, ClientError> {
+        let id = Value::String(format!("ctl-{}-{}", std::process::id(), self.next_id));
+        self.next_id += 1;
+        self.send(&proto::binary_request(&id, op, fields, payload))?;
         Ok(id)
     }
 
@@ -268,7 +292,8 @@ impl Client {
             while let Some(frame) = self.pending.pop_front() {
                 match frame {
                     Frame::Line(line) => return Ok(line),
-                    Frame::TooLarge { .. } => *skipped += 1,
+                    // The agent never sends binary frames.
+                    Frame::TooLarge { .. } | Frame::Binary { .. } => *skipped += 1,
                 }
             }
             match nix::unistd::read(self.fd.as_raw_fd(), &mut buf) {

@@ -5,12 +5,15 @@
 //! cut points, then the byte stream. The stream is fed to a FrameReader in
 //! the chunks the cuts make. Checked:
 //! - the reader never holds (or has allocated) more than the cap;
-//! - the frames do not depend on the chunking: they equal a line-by-line
+//! - the frames do not depend on the chunking: they equal a frame-by-frame
 //!   model of the whole stream (each complete line gives exactly one frame,
-//!   an oversize line gives TooLarge with its length, blank lines none), and
-//!   what stays buffered is exactly the unfinished last line;
-//! - each line parses to a request that writes back to the same request, or
-//!   to an error whose response line is one line and reads back the same;
+//!   an oversize line gives TooLarge with its length, blank lines none; a
+//!   line that starts with the binary magic is a binary frame of its
+//!   declared lengths, or TooLarge over the cap), and what stays buffered is
+//!   exactly the unfinished last frame's bytes;
+//! - each line (or binary frame) parses to a request that writes back to
+//!   the same request, or to an error whose response line is one line and
+//!   reads back the same;
 //! - each line read as a response writes back to the same response.
 #![no_main]
 
@@ -45,31 +48,58 @@ fuzz_target!(|data: &[u8]| {
         assert!(reader.capacity() <= cap, "capacity {} > cap {cap}", reader.capacity());
     }
 
-    let (want, unfinished) = model(stream, cap);
+    let (want, held) = model(stream, cap);
     assert_eq!(frames, want, "cap {cap}, cuts {cuts:?}");
-    let held = if unfinished.len() > cap { 0 } else { unfinished.len() };
-    assert_eq!(
-        reader.buffered(),
-        held,
-        "cap {cap}: unfinished line of {}",
-        unfinished.len()
-    );
+    assert_eq!(reader.buffered(), held, "cap {cap}: the unfinished frame");
 
-    for frame in &frames {
-        if let Frame::Line(line) = frame {
-            check_request(line);
-            check_response(line);
+    for frame in frames {
+        match frame {
+            Frame::Line(line) => {
+                check_request(&line, None);
+                check_response(&line);
+            }
+            Frame::Binary { header, payload } => check_request(&header, Some(payload)),
+            Frame::TooLarge { .. } => {}
         }
     }
 });
 
-/// What the frames of `stream` must be, read line by line, and the
-/// unfinished last line.
-fn model(stream: &[u8], cap: usize) -> (Vec<Frame>, &[u8]) {
-    let mut lines: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
-    let unfinished = lines.pop().unwrap_or_default();
+/// What the frames of `stream` must be, read frame by frame, and how many
+/// bytes of the unfinished last one the reader holds.
+fn model(stream: &[u8], cap: usize) -> (Vec<Frame>, usize) {
     let mut frames = Vec::new();
-    for line in lines {
+    let mut i = 0;
+    while i < stream.len() {
+        let rest = &stream[i..];
+        if rest.starts_with(&proto::BINARY_MAGIC) {
+            let Some(lens) = rest.get(2..proto::BINARY_PREAMBLE) else {
+                return (frames, 0);
+            };
+            let len = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let (h, p) = (len(&lens[..4]), len(&lens[4..]));
+            let body = &rest[proto::BINARY_PREAMBLE..];
+            if body.len() < h + p {
+                return (frames, if h + p > cap { 0 } else { body.len() });
+            }
+            frames.push(match h + p > cap {
+                true => Frame::TooLarge { len: h + p },
+                false => Frame::Binary {
+                    header: body[..h].to_vec(),
+                    payload: body[h..h + p].to_vec(),
+                },
+            });
+            i += proto::BINARY_PREAMBLE + h + p;
+            continue;
+        }
+        if rest == [proto::BINARY_MAGIC[0]] {
+            // The NUL that may begin a binary frame is not held.
+            return (frames, 0);
+        }
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return (frames, if rest.len() > cap { 0 } else { rest.len() });
+        };
+        let line = &rest[..end];
+        i += end + 1;
         if line.len() > cap {
             frames.push(Frame::TooLarge { len: line.len() });
             continue;
@@ -79,11 +109,16 @@ fn model(stream: &[u8], cap: usize) -> (Vec<Frame>, &[u8]) {
             frames.push(Frame::Line(line.to_vec()));
         }
     }
-    (frames, unfinished)
+    (frames, 0)
 }
 
-fn check_request(line: &[u8]) {
-    match proto::parse_request(line) {
+fn check_request(line: &[u8], payload: Option<Vec<u8>>) {
+    let binary = payload.is_some();
+    let parsed = match payload {
+        None => proto::parse_request(line),
+        Some(p) => proto::parse_binary_request(line, p),
+    };
+    match parsed {
         Ok(req) => {
             assert!(
                 req.id.is_u64()
@@ -96,6 +131,20 @@ fn check_request(line: &[u8]) {
             );
             if let proto::Op::Logs { tail, .. } = &req.op {
                 assert!(*tail <= proto::MAX_TAIL);
+            }
+            if binary {
+                let proto::Op::UpgradeData { upgrade, offset, data } = &req.op else {
+                    panic!("a binary frame gave {}", req.op.name());
+                };
+                let mut fields = serde_json::Map::new();
+                fields.insert("upgrade".into(), json!(upgrade));
+                fields.insert("offset".into(), json!(offset));
+                let again = proto::binary_request(&req.id, "upgrade-data", fields, data);
+                let frames = proto::FrameReader::new(proto::MAX_FRAME + 1024).feed(&again);
+                let [Frame::Binary { header, payload }] = &frames[..] else {
+                    panic!("binary_request read back as {frames:?}");
+                };
+                assert_eq!(proto::parse_binary_request(header, payload.clone()), Ok(req.clone()));
             }
             let again = request_line(&req);
             assert_eq!(again.last(), Some(&b'\n'));

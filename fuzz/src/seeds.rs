@@ -259,6 +259,20 @@ fn frames() -> Vec<Vec<u8>> {
     }
     let all: Vec<u8> = requests.iter().flat_map(|r| format!("{r}\r\n").into_bytes()).collect();
     out.push(frame_input(big, &[1, 100, 400], &all));
+    // Binary frames: upgrade-data with raw bytes, one over a small cap, a
+    // NUL that is not the magic, and a payload on an op that takes none.
+    let data = |fields: serde_json::Value, payload: &[u8]| {
+        let serde_json::Value::Object(mut m) = fields else { return Vec::new() };
+        let op = m.remove("op").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        proto::binary_request(&json!(9), &op, m, payload)
+    };
+    let up = data(json!({"op": "upgrade-data", "upgrade": "u1", "offset": 0}), b"\0\n\xffraw");
+    let mut mixed = up.clone();
+    mixed.extend_from_slice(b"{\"id\":1,\"op\":\"status\"}\n\0x\n");
+    mixed.extend_from_slice(&data(json!({"op": "status"}), b"x"));
+    out.push(frame_input(big, &[], &up));
+    out.push(frame_input(big, &[3, 11, 20], &mixed));
+    out.push(frame_input(15, &[], &[up.as_slice(), b"ok\n"].concat()));
     out
 }
 

@@ -93,6 +93,8 @@ fn reader(stream: UnixStream) -> Receiver<Seen> {
                         Err(_) => Seen::Noise(l),
                     },
                     Frame::TooLarge { .. } => Seen::TooLarge,
+                    // The agent never sends one: noise, if it ever did.
+                    Frame::Binary { header, .. } => Seen::Noise(header),
                 };
                 if tx.send(seen).is_err() {
                     return;
