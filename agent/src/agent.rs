@@ -17,7 +17,7 @@ use crate::scrub::{self, Scrub};
 use crate::settings::{BootParams, Settings};
 use crate::state::{self, SavedApply, SavedService, SavedState};
 use crate::supervisor::{Run, Supervisor};
-use crate::upgrade::{ConfigHealth, DataOutcome, Places, ServiceView, TrialAction, Upgrades};
+use crate::upgrade::{ConfigHealth, DataOutcome, PieceTiming, Places, ServiceView, TrialAction, Upgrades};
 use basalt_common::command::UpgradeTerms;
 use basalt_common::command::{Command, CommandError, CommandKind};
 use basalt_common::config::{self, ApplyContext, Config, ConfigError};
@@ -396,9 +396,15 @@ impl Agent {
                 self.log_rejection(received_ns, format_args!("rejected a request: frame_too_large: {msg}"));
                 return proto::error_line(&Value::Null, ErrorCode::FrameTooLarge, &msg);
             }
-            Frame::Line(line) => line,
+            Frame::Line(line) => (line, None),
+            Frame::Binary { header, payload } => (header, Some(payload)),
         };
-        let req = match proto::parse_request(&line) {
+        let parse_start = clock::now_ns();
+        let parsed = match line {
+            (line, None) => proto::parse_request(&line),
+            (header, Some(payload)) => proto::parse_binary_request(&header, payload),
+        };
+        let req = match parsed {
             Ok(r) => r,
             Err(e) => {
                 self.log_rejection(
@@ -422,7 +428,13 @@ impl Agent {
                 manifest,
                 signature,
             } => self.upgrade(envelope, &manifest, &signature, received_ns),
-            Op::UpgradeData { upgrade, offset, data } => self.upgrade_data(&upgrade, offset, &data),
+            Op::UpgradeData { upgrade, offset, data } => {
+                let timing = PieceTiming {
+                    received_ns,
+                    parse_ns: clock::now_ns().saturating_sub(parse_start),
+                };
+                self.upgrade_data(&upgrade, offset, data, timing)
+            }
             Op::Rollback { envelope } => self.rollback(envelope, received_ns),
         };
         match reply {
@@ -772,9 +784,9 @@ impl Agent {
         self.upgrades.begin(terms, manifest, signature, floor)
     }
 
-    fn upgrade_data(&mut self, id: &str, offset: u64, data: &[u8]) -> Reply {
+    fn upgrade_data(&mut self, id: &str, offset: u64, data: Vec<u8>, timing: PieceTiming) -> Reply {
         self.refuse_if_shutting_down()?;
-        match self.upgrades.data(id, offset, data)? {
+        match self.upgrades.data(id, offset, data, timing)? {
             DataOutcome::Progress(v) => Ok(v),
             DataOutcome::Staged { result, record, reboot } => {
                 self.record_upgrade(record, None);

@@ -198,6 +198,10 @@ impl Conn {
                 self.out_len += reply.len();
                 budget.total_out += reply.len();
                 self.out.push_back(reply);
+                // Out now, not after the rest of the inbox: a client with
+                // requests in flight learns of this one while the agent works
+                // on the next (a failed write shows at the next flush).
+                self.flush(budget, now);
             }
         }
         self.inbox.drain(..used);

@@ -98,6 +98,10 @@ pub struct Transfer {
     pub data_s: f64,
     /// First `upgrade-data` → the staged answer.
     pub total_s: f64,
+    /// The agent's own split of the transfer (its `costs_ms`: wait, parse,
+    /// check, write, verify), summed over the requests.
+    #[serde(default)]
+    pub node_ms: std::collections::BTreeMap<String, f64>,
 }
 
 /// One raw copy through the fixture, host-timed from the first byte sent.
@@ -586,6 +590,8 @@ pub struct UpgradeSummary {
     /// Staged over synced: with the flush, and the upgrade's read-back.
     pub end_to_end_ratio: f64,
     pub begin_ms: Summary,
+    /// The agent's split, each stage's median over the upgrades.
+    pub node_ms: Vec<(String, Summary)>,
     pub rebooted: Option<RebootedSummary>,
 }
 
@@ -636,6 +642,15 @@ fn upgrade_summary(u: &UpgradeRuns) -> Option<UpgradeSummary> {
         ratio: data.median / written.median,
         end_to_end_ratio: total.median / synced.median,
         begin_ms: of(u.upgrades.iter().map(|t| t.begin_s * 1e3))?,
+        node_ms: ["wait", "parse", "check", "write", "verify"]
+            .into_iter()
+            .filter_map(|k| {
+                Some((
+                    k.to_string(),
+                    of(u.upgrades.iter().filter_map(|t| t.node_ms.get(k).copied()))?,
+                ))
+            })
+            .collect(),
         rebooted,
     })
 }
@@ -809,6 +824,10 @@ pub mod tests_support {
             data_bytes: 63 * mib + mib / 2,
             data_s: s * 63.5 / 64.0,
             total_s: s + 2.0,
+            node_ms: [("check", s * 300.0), ("write", s * 200.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         });
         let raw_copies = [4.0, 2.0, 3.2].map(|s| RawCopy {
             written_s: s,

@@ -275,12 +275,13 @@ impl<'a> Node<'a> {
             let mib = |bytes: u64, s: f64| bytes as f64 / (1u64 << 20) as f64 / s;
             progress(&format!(
                 "part 9 run {}/{runs}: upgrade {:.1} MiB/s (data phase), {:.1} MiB/s to staged; raw copy {:.1} MiB/s \
-                 written, {:.1} MiB/s synced",
+                 written, {:.1} MiB/s synced; the agent's split (ms): {:?}",
                 run + 1,
                 mib(up.data_bytes, up.data_s),
                 mib(out.bundle_bytes, up.total_s),
                 mib(out.bundle_bytes, raw.written_s),
                 mib(out.bundle_bytes, raw.synced_s),
+                up.node_ms,
             ));
             out.upgrades.push(up);
             out.raw.push(raw);
@@ -354,7 +355,7 @@ impl<'a> Node<'a> {
         let start = Instant::now();
         let mut c = self.client(Duration::from_secs(60)).map_err(fail("connect"))?;
         let sink = &mut std::io::sink();
-        let (_, t) = upgrade::upgrade(&mut c, &self.key, file, flags, true, sink)
+        let (staged, t) = upgrade::upgrade(&mut c, &self.key, file, flags, true, sink)
             .map_err(|e| fail("upgrade")(self.why(e.to_string())))?;
         if t.resumed_at != 0 {
             return Err(fail("upgrade")(format!("resumed at byte {}, not 0", t.resumed_at)));
@@ -366,6 +367,10 @@ impl<'a> Node<'a> {
             data_bytes,
             data_s: secs(t.data_started, before),
             total_s: secs(t.data_started, t.staged),
+            node_ms: staged["costs_ms"]
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+                .unwrap_or_default(),
         };
         Ok((transfer, start, t.staged))
     }

@@ -151,10 +151,17 @@ pub fn upgrade(
     let mut send_at = next;
     loop {
         while in_flight.len() < WINDOW && send_at < total {
-            let len = (total - send_at).min(MAX_UPGRADE_DATA as u64) as usize;
+            // Cut at chunk ends, so the node keeps each piece as it came.
+            let len = bundle::to_chunk_end(&bundle.manifest, send_at).min(MAX_UPGRADE_DATA as u64) as usize;
             let data = bundle.read_parts(send_at, len)?;
-            let fields = json!({"upgrade": id, "offset": send_at, "data": b64::encode(&data)});
-            let rid = client.request("upgrade-data", crate::cli::obj(fields))?;
+            let fields = json!({"upgrade": id, "offset": send_at});
+            let rid = if client.is_serial() {
+                let mut fields = crate::cli::obj(fields);
+                fields.insert("data".into(), Value::String(b64::encode(&data)));
+                client.request("upgrade-data", fields)?
+            } else {
+                client.request_binary("upgrade-data", crate::cli::obj(fields), &data)?
+            };
             send_at += len as u64;
             in_flight.push_back((rid, send_at));
         }

@@ -76,6 +76,45 @@ struct Active {
     transfer: Transfer,
     staging: File,
     device: SlotDevice,
+    costs: Costs,
+}
+
+/// Where a transfer's time on the node went, summed over its requests, so an
+/// operator (and the bench) can see what it is bound by: the wire (waiting
+/// between answering one piece and having read the next), parsing the
+/// request (JSON and base64), checking chunks (SHA-256), writing them, and
+/// the final read-back.
+#[derive(Debug, Default, Clone)]
+struct Costs {
+    wait_ns: u64,
+    parse_ns: u64,
+    check_ns: u64,
+    write_ns: u64,
+    verify_ns: u64,
+    /// When the last piece was answered.
+    answered_ns: Option<u64>,
+}
+
+impl Costs {
+    fn to_json(&self) -> Value {
+        let ms = |ns: u64| crate::clock::ms(ns);
+        json!({
+            "wait": ms(self.wait_ns),
+            "parse": ms(self.parse_ns),
+            "check": ms(self.check_ns),
+            "write": ms(self.write_ns),
+            "verify": ms(self.verify_ns),
+        })
+    }
+}
+
+/// Timing of one `upgrade-data` request, from the server loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PieceTiming {
+    /// When its line was complete.
+    pub received_ns: u64,
+    /// How long parsing it took.
+    pub parse_ns: u64,
 }
 
 /// This boot is a trial of the booted slot.
@@ -276,6 +315,7 @@ impl Upgrades {
             transfer: Transfer::new(m),
             staging,
             device,
+            costs: Costs::default(),
         };
         let reply = progress_json(&active, 0);
         self.active = Some(active);
@@ -284,7 +324,7 @@ impl Upgrades {
 
     /// `upgrade-data`: checks and writes each chunk the bytes complete; after
     /// the last one, checks the whole slot and stages its entry.
-    pub fn data(&mut self, id: &str, offset: u64, bytes: &[u8]) -> Result<DataOutcome, Refusal> {
+    pub fn data(&mut self, id: &str, offset: u64, bytes: Vec<u8>, timing: PieceTiming) -> Result<DataOutcome, Refusal> {
         let Some(active) = self.active.as_mut().filter(|a| a.id == id) else {
             return Err((
                 ErrorCode::NoUpgrade,
@@ -294,19 +334,31 @@ impl Upgrades {
                 ),
             ));
         };
+        let costs = &mut active.costs;
+        if let Some(answered) = costs.answered_ns {
+            costs.wait_ns += timing.received_ns.saturating_sub(answered);
+        }
+        costs.parse_ns += timing.parse_ns;
+        let t = crate::clock::now_ns();
         let chunks = active.transfer.feed(offset, bytes).map_err(|e| match e {
             transfer::FeedError::Chunk(_) => (ErrorCode::BadBundle, e.to_string()),
             _ => (ErrorCode::NoUpgrade, e.to_string()),
-        })?;
-        for c in chunks {
-            match c.part {
-                Part::Uki => esp::write_staged(&active.staging, c.offset, &c.bytes),
-                Part::Slot => active
-                    .device
-                    .write_part(active.transfer.manifest().slot.tree_end, c.offset, &c.bytes),
+        });
+        let checked = crate::clock::now_ns();
+        active.costs.check_ns += checked - t;
+        let tree_end = active.transfer.manifest().slot.tree_end;
+        for c in chunks? {
+            for (at, bytes) in c.placed() {
+                match c.part {
+                    Part::Uki => esp::write_staged(&active.staging, at, bytes),
+                    Part::Slot => active.device.write_part(tree_end, at, bytes),
+                }
+                .map_err(failed)?;
             }
-            .map_err(failed)?;
         }
+        let written = crate::clock::now_ns();
+        active.costs.write_ns += written - checked;
+        active.costs.answered_ns = Some(written);
         if !active.transfer.complete() {
             let next = active.transfer.next_offset();
             return Ok(DataOutcome::Progress(progress_json(active, next)));
@@ -330,7 +382,10 @@ impl Upgrades {
         // of each part would be a second hash pass over every byte, the
         // largest cost of a transfer on an emulated node, and would check
         // what was received, not what was written.)
+        let t = crate::clock::now_ns();
         let verity = active.device.verify(&disk.key).map_err(bad)?;
+        let mut costs = active.costs.clone();
+        costs.verify_ns = crate::clock::now_ns() - t;
         if verity.root_hash != m.slot.root_hash {
             return Err(bad(format!(
                 "the slot's own manifest names root hash {}, the bundle {}",
@@ -378,6 +433,7 @@ impl Upgrades {
                     "tries": boot_entry::TRIAL_TRIES,
                 },
                 "rebooting": active.terms.reboot,
+                "costs_ms": costs.to_json(),
             }),
             record,
             reboot: active.terms.reboot,
@@ -604,6 +660,7 @@ fn progress_json(a: &Active, next: u64) -> Value {
         "version": a.transfer.manifest().version,
         "total": a.transfer.total(),
         "next": next,
+        "costs_ms": a.costs.to_json(),
     })
 }
 

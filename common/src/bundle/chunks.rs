@@ -5,7 +5,7 @@ use super::header::{encode_header, read_header, HEADER_LEN};
 use super::manifest::{encode_manifest, verify_manifest, BundleManifest, PartDigest};
 use super::{BundleError, Part, CHUNK_SIZE};
 use crate::keys::{PublicKey, SigningKey};
-use ring::digest::{digest, Context, SHA256};
+use ring::digest::{Context, SHA256};
 use std::ops::Range;
 
 /// How many chunks a part of `size` bytes has.
@@ -27,20 +27,33 @@ pub fn chunk_range(m: &BundleManifest, part: Part, index: u64) -> Result<Range<u
 /// Checks chunk `index` of `part` against the manifest: its exact length
 /// and its SHA-256. Needs nothing but the manifest and these bytes.
 pub fn check_chunk(m: &BundleManifest, part: Part, index: u64, bytes: &[u8]) -> Result<(), BundleError> {
+    check_chunk_pieces(m, part, index, &[bytes])
+}
+
+/// [`check_chunk`] for a chunk held in consecutive pieces, as it arrived.
+pub fn check_chunk_pieces(m: &BundleManifest, part: Part, index: u64, pieces: &[&[u8]]) -> Result<(), BundleError> {
     let range = chunk_range(m, part, index)?;
     let want = range.end - range.start;
-    if bytes.len() as u64 != want {
-        return Err(BundleError::ChunkLength {
-            part,
-            index,
-            want,
-            got: bytes.len() as u64,
-        });
+    let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+    if got != want {
+        return Err(BundleError::ChunkLength { part, index, want, got });
     }
-    if digest(&SHA256, bytes).as_ref() != m.part(part).chunks[index as usize] {
+    let mut ctx = Context::new(&SHA256);
+    pieces.iter().for_each(|p| ctx.update(p));
+    if ctx.finish().as_ref() != m.part(part).chunks[index as usize] {
         return Err(BundleError::ChunkDigest { part, index });
     }
     Ok(())
+}
+
+/// How many bytes from `offset` (a stream offset) to the end of its
+/// chunk: a client that cuts its pieces there spares the node a copy.
+pub fn to_chunk_end(m: &BundleManifest, offset: u64) -> u64 {
+    let uki = m.uki.size;
+    let (start, at) = if offset < uki { (0, offset) } else { (uki, offset - uki) };
+    let end = start + (at / CHUNK_SIZE + 1) * CHUNK_SIZE;
+    let part_end = if offset < uki { uki } else { m.parts_len() };
+    end.min(part_end) - offset
 }
 
 /// Computes a part's digests from its bytes fed in any pieces.

@@ -21,7 +21,8 @@ mod header;
 mod manifest;
 
 pub use chunks::{
-    build_bundle, bundle_prefix, check_chunk, chunk_count, chunk_range, digest_part, verify_bundle, PartHasher,
+    build_bundle, bundle_prefix, check_chunk, check_chunk_pieces, chunk_count, chunk_range, digest_part, to_chunk_end,
+    verify_bundle, PartHasher,
 };
 pub use header::{encode_header, read_header, Header, FORMAT, HEADER_LEN, MAGIC, MAX_MANIFEST_BYTES};
 pub use manifest::{
