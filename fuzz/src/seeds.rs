@@ -75,7 +75,7 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("a Value always serialises")
 }
 
-/// The base config of common/src/config.rs's tests.
+/// The base config of common/src/config/mod.rs's tests.
 fn base_config() -> Value {
     json!({
         "kind": "config",

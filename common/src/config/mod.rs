@@ -17,6 +17,11 @@
 //! identity, the generation already applied) is checked by
 //! [`Config::check_applicable`]; what depends on the node's filesystem
 //! (symlinks on the way to a file) is checked by the agent.
+//!
+//! [`network`] parses the `network` section on its own; `parse_config` does
+//! not accept that section yet (docs/network.md says why).
+
+pub mod network;
 
 use crate::b64;
 use crate::backoff::Backoff;
