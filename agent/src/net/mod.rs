@@ -3,3 +3,4 @@
 //! wired and what is not.
 
 pub mod dhcp;
+pub mod netlink;
