@@ -1,5 +1,5 @@
+use super::message::{parse, DhcpError};
 use super::*;
-use crate::net::dhcp::message::{parse, DhcpError};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
