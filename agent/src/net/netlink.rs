@@ -478,7 +478,8 @@ fn parse_body(kind: u16, payload: &[u8]) -> Result<Body, NetlinkError> {
             Ok(if error == 0 {
                 Body::Ack
             } else {
-                Body::Error(error.checked_neg().unwrap_or(i32::MAX))
+                // The kernel sends -errno; a positive value is taken as the errno.
+                Body::Error(error.checked_abs().unwrap_or(i32::MAX))
             })
         }
         NLMSG_DONE => Ok(Body::Done),

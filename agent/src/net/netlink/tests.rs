@@ -370,3 +370,13 @@ fn refusals() {
     );
     assert_eq!(parse(&[]), Ok(vec![]));
 }
+
+#[test]
+fn error_values_are_errnos() {
+    for (error, errno) in [(-13i32, 13), (5, 5), (i32::MIN, i32::MAX), (-1, 1)] {
+        let mut b = vec![36, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(&error.to_le_bytes());
+        b.extend_from_slice(&[0; 16]);
+        assert_eq!(parse(&b).unwrap()[0].body, Body::Error(errno), "{error}");
+    }
+}
