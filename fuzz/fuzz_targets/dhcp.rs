@@ -115,13 +115,13 @@ fn check_client(input: &mut Input) {
     let mut now: u64 = u64::from(input.u16());
     let mut applied: Option<Lease> = None;
     let mut deadline: Option<u64> = None;
-    let mut out = c.start(now);
+    let out = c.start(now);
+    check_actions(&c, now, &out, &mut applied, &mut deadline);
     for _ in 0..64 {
-        check_actions(&c, now, &out, &mut applied, &mut deadline);
         if input.is_empty() {
             break;
         }
-        out = match input.byte() % 4 {
+        let out = match input.byte() % 4 {
             0 => {
                 let len = usize::from(input.u16() % 600);
                 c.on_packet(now, input.bytes(len))
@@ -145,8 +145,8 @@ fn check_client(input: &mut Input) {
                 c.on_timer(now)
             }
         };
+        check_actions(&c, now, &out, &mut applied, &mut deadline);
     }
-    check_actions(&c, now, &out, &mut applied, &mut deadline);
     let out = c.shutdown(now);
     check_actions(&c, now, &out, &mut applied, &mut deadline);
     assert_eq!(c.state(), StateName::Stopped);
