@@ -132,6 +132,17 @@ enum State {
     Stopped,
 }
 
+/// What a REQUEST asks for.
+#[derive(Debug, Clone, Copy)]
+enum RequestFor {
+    /// The address an OFFER made, from the server that made it (SELECTING).
+    Offer { address: Ipv4Addr, server: Ipv4Addr },
+    /// The lease held, from its server (RENEWING).
+    Renew { address: Ipv4Addr, server: Ipv4Addr },
+    /// The lease held, from any server (REBINDING).
+    Rebind { address: Ipv4Addr },
+}
+
 pub struct Client {
     settings: ClientSettings,
     rng: SplitMix64,
@@ -210,7 +221,7 @@ impl Client {
                     server,
                     tries: tries + 1,
                 };
-                let mut out = vec![self.send_request(now, Some((offer, server)), None)];
+                let mut out = vec![self.send_request(now, RequestFor::Offer { address: offer, server })];
                 let delay = self.retry_delay(tries + 1);
                 out.push(self.set_timer(now.saturating_add(delay)));
                 out
@@ -254,7 +265,13 @@ impl Client {
                     server,
                     tries: 1,
                 };
-                let send = self.send_request(now, Some((m.yiaddr, server)), None);
+                let send = self.send_request(
+                    now,
+                    RequestFor::Offer {
+                        address: m.yiaddr,
+                        server,
+                    },
+                );
                 let delay = self.retry_delay(1);
                 vec![send, self.set_timer(now.saturating_add(delay))]
             }
@@ -351,23 +368,22 @@ impl Client {
         vec![send, self.set_timer(now.saturating_add(delay))]
     }
 
-    /// A REQUEST: for an offer (SELECTING, broadcast, options 50 and 54), or
-    /// for the lease held (`renew`: its address in ciaddr; unicast when
-    /// RENEWING, broadcast when REBINDING).
-    fn send_request(&mut self, now: u64, offer: Option<(Ipv4Addr, Ipv4Addr)>, renew: Option<(&Lease, bool)>) -> Action {
+    /// A REQUEST: for an offer (broadcast, options 50 and 54), or for the
+    /// lease held (its address in ciaddr; unicast to its server when
+    /// renewing, broadcast when rebinding).
+    fn send_request(&mut self, now: u64, what: RequestFor) -> Action {
         let mut options = Options {
             hostname: self.settings.hostname.clone(),
             ..Options::default()
         };
-        let (ciaddr, to) = match (offer, renew) {
-            (Some((ip, server)), _) => {
-                options.requested_ip = Some(ip);
+        let (ciaddr, to) = match what {
+            RequestFor::Offer { address, server } => {
+                options.requested_ip = Some(address);
                 options.server_id = Some(server);
                 (Ipv4Addr::UNSPECIFIED, Destination::Broadcast)
             }
-            (None, Some((lease, true))) => (lease.address, Destination::Unicast(lease.server)),
-            (None, Some((lease, false))) => (lease.address, Destination::Broadcast),
-            (None, None) => (Ipv4Addr::UNSPECIFIED, Destination::Broadcast),
+            RequestFor::Renew { address, server } => (address, Destination::Unicast(server)),
+            RequestFor::Rebind { address } => (address, Destination::Broadcast),
         };
         let mut m = self.message(now, MessageType::Request, ciaddr, options);
         if ciaddr.is_unspecified() {
@@ -459,7 +475,15 @@ impl Client {
             self.xid = self.next_xid();
             self.started_ms = now;
         }
-        let send = self.send_request(now, None, Some((&lease, !rebinding)));
+        let what = if rebinding {
+            RequestFor::Rebind { address: lease.address }
+        } else {
+            RequestFor::Renew {
+                address: lease.address,
+                server: lease.server,
+            }
+        };
+        let send = self.send_request(now, what);
         let until = if rebinding { t.expires_at_ms } else { t.rebind_at_ms };
         let retry = now.saturating_add(((until - now) / 2).max(MIN_RENEW_RETRY_MS));
         let timer = self.set_timer(retry.min(until));
