@@ -730,6 +730,8 @@ mod tests {
                 "$.version: expected a non-negative integer, found a string",
             ),
             ("/extra", json!(true), "$.extra: unknown field"),
+            // Parsed by network::parse, but not accepted until the agent applies it.
+            ("/network", json!({}), "$.network: unknown field"),
             ("/generation", json!(0), "$.generation: generation starts at 1"),
             (
                 "/generation",
