@@ -14,6 +14,11 @@ mod files;
 mod identity;
 mod logging;
 mod logs;
+#[allow(
+    dead_code,
+    reason = "pure codecs, driven by the agent once the network section is wired in"
+)]
+mod net;
 mod node_info;
 mod nonce;
 mod persist;

@@ -8,6 +8,7 @@
 //! a command line.
 
 use basalt_common::cmdline::Param;
+use basalt_common::config::network::{LinkMatch, NetworkConfig};
 use basalt_common::config::Config;
 use basalt_common::keys::SigningKey;
 use basalt_common::proto::{Op, Request};
@@ -16,11 +17,14 @@ use serde_json::{json, Map, Value};
 
 pub mod seeds;
 
-/// The agent is a binary crate; these two modules of it are pure and use
-/// only `basalt-common`, so they are compiled here from the same source
-/// files rather than moved into a library.
+/// The agent is a binary crate; these modules of it are pure and use only
+/// `basalt-common`, so they are compiled here from the same source files
+/// rather than moved into a library. `agent_net` is the whole of
+/// agent/src/net/: the DHCP codec and client, and the rtnetlink codec.
 #[path = "../../agent/src/identity.rs"]
 pub mod agent_identity;
+#[path = "../../agent/src/net/mod.rs"]
+pub mod agent_net;
 #[path = "../../agent/src/settings.rs"]
 pub mod agent_settings;
 
@@ -69,6 +73,10 @@ impl<'a> Input<'a> {
         let (head, rest) = self.rest.split_at(n.min(self.rest.len()));
         self.rest = rest;
         head
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     pub fn rest(self) -> &'a [u8] {
@@ -173,6 +181,62 @@ pub fn config_to_json(c: &Config) -> Value {
         "hostname": c.hostname,
         "files": files,
         "services": services,
+    })
+}
+
+/// A network section as JSON that `network::parse` reads back to the same
+/// value: every default spelled out, default routes written as `default`.
+pub fn network_to_json(n: &NetworkConfig) -> Value {
+    let interfaces: Vec<Value> = n
+        .interfaces
+        .iter()
+        .map(|i| {
+            let mut obj = Map::new();
+            match &i.link {
+                LinkMatch::Name(name) => obj.insert("name".into(), json!(name)),
+                LinkMatch::Mac(m) => obj.insert(
+                    "mac".into(),
+                    json!(format!(
+                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    )),
+                ),
+            };
+            obj.insert("dhcp4".into(), json!(i.dhcp4));
+            let addresses: Vec<String> = i.addresses.iter().map(ToString::to_string).collect();
+            obj.insert("addresses".into(), json!(addresses));
+            let routes: Vec<Value> = i
+                .routes
+                .iter()
+                .map(|r| {
+                    let mut route = Map::new();
+                    let to = if r.is_default() && r.via.is_some() {
+                        "default".to_string()
+                    } else {
+                        r.to.to_string()
+                    };
+                    route.insert("to".into(), json!(to));
+                    if let Some(via) = r.via {
+                        route.insert("via".into(), json!(via.to_string()));
+                    }
+                    if let Some(m) = r.metric {
+                        route.insert("metric".into(), json!(m));
+                    }
+                    Value::Object(route)
+                })
+                .collect();
+            obj.insert("routes".into(), json!(routes));
+            if let Some(mtu) = i.mtu {
+                obj.insert("mtu".into(), json!(mtu));
+            }
+            Value::Object(obj)
+        })
+        .collect();
+    let servers: Vec<String> = n.dns.servers.iter().map(ToString::to_string).collect();
+    json!({
+        "interfaces": interfaces,
+        "dns": {"servers": servers, "search": n.dns.search},
+        "hostname_from_dhcp": n.hostname_from_dhcp,
     })
 }
 

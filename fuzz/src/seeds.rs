@@ -5,7 +5,9 @@
 //! Each seed is laid out as its target reads input: a mode byte first where
 //! the target has modes (see each target's header comment).
 
-use crate::{config_to_json, signing_key};
+use crate::agent_net::dhcp::message::{self as dhcp_message, Message, MessageType, Op, Options};
+use crate::agent_net::netlink::{self, AddressChange, Lifetime, RouteChange};
+use crate::{config_to_json, network_to_json, signing_key};
 use basalt_common::disk::{gpt, slot};
 use basalt_common::envelope::SignedEnvelope;
 use basalt_common::manifest::{build_manifest, ImageDigest, Manifest, ModuleEntry};
@@ -14,6 +16,7 @@ use basalt_common::state_record::{self, StateRecord};
 use basalt_common::{b64, hex, pem};
 use basalt_mkimage::modinfo::synthetic;
 use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// One seed file: `fuzz/seeds/<target>/<name>`.
 pub struct Seed {
@@ -22,7 +25,7 @@ pub struct Seed {
     pub bytes: Vec<u8>,
 }
 
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 14] = [
     "frames",
     "envelope_config",
     "cmdline",
@@ -34,6 +37,9 @@ pub const TARGETS: [&str; 11] = [
     "disk",
     "verity_kernel",
     "bundle",
+    "network_config",
+    "dhcp",
+    "netlink",
 ];
 
 const NODE_EXAMPLE: &[u8] = include_bytes!("../../docs/examples/node.json");
@@ -62,6 +68,9 @@ pub fn all() -> Vec<Seed> {
     add("disk", disk());
     add("verity_kernel", verity_kernel());
     add("bundle", bundle());
+    add("network_config", network_config());
+    add("dhcp", dhcp());
+    add("netlink", netlink());
     out
 }
 
@@ -75,7 +84,7 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("a Value always serialises")
 }
 
-/// The base config of common/src/config.rs's tests.
+/// The base config of common/src/config/mod.rs's tests.
 fn base_config() -> Value {
     json!({
         "kind": "config",
@@ -868,4 +877,177 @@ fn bundle() -> Vec<Vec<u8>> {
     out.push(vec![2, 17, 255, 15, 7, 1, 0, 0, 0, 1, 255, 255, 0, 1, 2, 1, 2, 3]);
     out.push(vec![3, 48, 255, 255, 3, 9, 9, 0x10, 0x27, 0x30, 0, 0, 0x20, 0, 2, 7]);
     out
+}
+
+/// The base section of common/src/config/network.rs's tests.
+fn base_network() -> Value {
+    json!({
+        "interfaces": [
+            {"name": "eth0", "dhcp4": true},
+            {"mac": "52:54:00:12:34:56", "mtu": 9000,
+             "addresses": ["192.168.10.5/24", "fd00:10::5/64"],
+             "routes": [{"to": "default", "via": "192.168.10.1"},
+                        {"to": "10.20.0.0/16", "via": "192.168.10.254", "metric": 50},
+                        {"to": "default", "via": "fe80::1"}]}
+        ],
+        "dns": {"servers": ["192.168.10.1", "fd00:10::1"], "search": ["cluster.local", "example.org"]},
+        "hostname_from_dhcp": true
+    })
+}
+
+fn network_config() -> Vec<Vec<u8>> {
+    let base = base_network();
+    let parsed = basalt_common::config::network::parse(&base, "$.network").expect("the base section is valid");
+    let mut out = vec![
+        to_vec(&base),
+        to_vec(&network_to_json(&parsed)),
+        to_vec(&json!({})),
+        to_vec(&json!({"interfaces": [{"name": "eth0", "addresses": ["10.0.0.2/24"],
+                                       "routes": [{"to": "default", "via": "10.0.0.1"}]}],
+                       "dns": {"servers": ["10.0.0.1"]}})),
+    ];
+    // One rule broken each, from the validation table.
+    let edits: &[(&str, Value)] = &[
+        ("/interfaces/1/addresses/0", json!("192.168.10.0/24")),
+        ("/interfaces/1/addresses/0", json!("192.168.10.5/024")),
+        ("/interfaces/1/routes/0/via", json!("10.0.0.1")),
+        ("/interfaces/1/routes/1/to", json!("10.20.0.1/16")),
+        ("/interfaces/1/mtu", json!(1279)),
+        ("/interfaces/1/mac", json!("01:00:5e:00:00:01")),
+        ("/interfaces/0/name", json!("eth0:1")),
+        ("/interfaces/0/addresses", json!(["10.0.0.2/24"])),
+        ("/dns/servers", json!(["1.1.1.1", "1.1.1.1"])),
+        ("/dns/search", json!(["a..b"])),
+    ];
+    for (pointer, value) in edits {
+        let mut doc = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').expect("pointers have a parent");
+        match doc.pointer_mut(parent).expect("the base section has the parent") {
+            Value::Object(map) => {
+                map.insert(key.to_string(), value.clone());
+            }
+            Value::Array(items) => items[key.parse::<usize>().expect("an index")] = value.clone(),
+            _ => unreachable!("pointers name objects and arrays"),
+        }
+        out.push(to_vec(&doc));
+    }
+    out
+}
+
+/// QEMU's user-mode server's OFFER (agent/src/net/dhcp/message.rs's tests).
+fn slirp_offer(kind: MessageType) -> Vec<u8> {
+    dhcp_message::encode(&Message {
+        op: Op::Reply,
+        xid: 0x1234_5678,
+        secs: 0,
+        flags: dhcp_message::FLAG_BROADCAST,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        yiaddr: Ipv4Addr::new(10, 0, 2, 15),
+        siaddr: Ipv4Addr::new(10, 0, 2, 2),
+        giaddr: Ipv4Addr::UNSPECIFIED,
+        chaddr: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        options: Options {
+            message_type: Some(kind),
+            server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
+            dns_servers: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            lease_time: Some(3600),
+            hostname: Some("node-1".into()),
+            ..Options::default()
+        },
+    })
+}
+
+fn dhcp() -> Vec<Vec<u8>> {
+    let offer = slirp_offer(MessageType::Offer);
+    let mut overload = offer[..240].to_vec();
+    overload.extend_from_slice(&[53, 1, 2, 52, 1, 3, 255]);
+    let mut split = offer[..240].to_vec();
+    split.extend_from_slice(&[53, 1, 5, 12, 2, b'n', b'o', 12, 2, b'd', b'e', 51, 4, 0, 0, 0, 60, 255]);
+    vec![
+        with_mode(0, &offer),
+        with_mode(0, &slirp_offer(MessageType::Ack)),
+        with_mode(0, &slirp_offer(MessageType::Nak)),
+        with_mode(0, &overload),
+        with_mode(0, &split),
+        with_mode(0, &offer[..239]),
+        // Client scripts: seed (4), start time (2), then events. Event 1 is
+        // a reply [1, shape, last octet, lease/4, mask shift, T1/2, T2/2]:
+        // shape 0 an OFFER, 1 an ACK; event 2 fires the timer.
+        // DISCOVER, OFFER, ACK, then T1, T2 and expiry with no answer.
+        vec![
+            1, 0, 0, 0, 42, 0, 0, 1, 0, 15, 100, 8, 0, 0, 1, 1, 15, 100, 8, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0,
+        ],
+        // Bound, renewed by an ACK at T1.
+        vec![
+            1, 0, 0, 0, 7, 0, 0, 1, 0, 15, 30, 8, 0, 0, 1, 1, 15, 30, 8, 0, 0, 2, 0, 0, 0, 1, 1, 15, 30, 8, 5, 9,
+        ],
+        // A NAK while requesting, then the timer.
+        vec![
+            1, 0, 0, 0, 9, 0, 0, 1, 0, 15, 100, 8, 0, 0, 1, 2, 15, 0, 8, 0, 0, 2, 0, 0, 0,
+        ],
+        // No server: the timer fires six times; garbage between.
+        vec![
+            1, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 0, 4, 0, 1, 2, 3, 4, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0,
+        ],
+        // An infinite lease.
+        vec![
+            1, 0, 0, 2, 0, 0, 0, 1, 0, 15, 1, 8, 0, 0, 1, 1, 15, 1, 8, 0, 0, 2, 0, 0, 0,
+        ],
+    ]
+}
+
+fn netlink() -> Vec<Vec<u8>> {
+    let lease = AddressChange {
+        index: 2,
+        address: IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15)),
+        prefix: 24,
+        lifetime: Some(Lifetime {
+            preferred_secs: 3600,
+            valid_secs: 3600,
+        }),
+    };
+    let default = RouteChange {
+        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dst_len: 0,
+        gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2))),
+        oif: 2,
+        metric: Some(100),
+        protocol: netlink::RTPROT_DHCP,
+    };
+    let requests = [
+        netlink::set_link(1, 2, true, Some(1500)),
+        netlink::new_address(2, &lease),
+        netlink::new_route(3, &default),
+        netlink::dump_links(4),
+    ]
+    .concat();
+    // A link as the kernel reports one (name, MAC, MTU, operstate), DONE, an error.
+    #[rustfmt::skip]
+    let link: Vec<u8> = vec![
+        80, 0, 0, 0,  16, 0,  2, 0,  9, 0, 0, 0,  0x10, 0, 0, 0,
+        0, 0,  1, 0,  2, 0, 0, 0,  1, 0, 0, 0,  0, 0, 0, 0,
+        9, 0,  3, 0,  b'e', b't', b'h', b'0', 0, 0, 0, 0,
+        8, 0,  4, 0,  0xdc, 0x05, 0, 0,
+        10, 0,  1, 0,  0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0,
+        5, 0,  16, 0,  6, 0, 0, 0,
+        8, 0,  18, 0x80,  4, 0, 0, 0,
+        20, 0, 0, 0,  3, 0,  2, 0,  9, 0, 0, 0,  0x10, 0, 0, 0,  0, 0, 0, 0,
+        36, 0, 0, 0,  2, 0,  0, 1,  12, 0, 0, 0,  0x10, 0, 0, 0,  0xf3, 0xff, 0xff, 0xff,
+        40, 0, 0, 0,  16, 0,  5, 0,  12, 0, 0, 0,  0, 0, 0, 0,
+    ];
+    vec![
+        with_mode(0, &requests),
+        with_mode(0, &link),
+        with_mode(0, &link[..79]),
+        // Requests from the input: flags, index, then the fields (see the target).
+        vec![
+            1, 0x7c, 0, 0, 2, 0, 0, 0, 0x05, 0xdc, 10, 0, 2, 15, 24, 0, 0, 0x0e, 0x10, 0, 0, 0x0e, 0x10, 0, 0, 0, 0, 0,
+            10, 0, 2, 2, 0, 0, 0, 100,
+        ],
+        vec![
+            1, 0x03, 0, 0, 0, 3, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 64, 48, 0xfd, 0, 0, 0x20,
+        ],
+    ]
 }

@@ -17,6 +17,11 @@
 //! identity, the generation already applied) is checked by
 //! [`Config::check_applicable`]; what depends on the node's filesystem
 //! (symlinks on the way to a file) is checked by the agent.
+//!
+//! [`network`] parses the `network` section on its own; `parse_config` does
+//! not accept that section yet (docs/network.md says why).
+
+pub mod network;
 
 use crate::b64;
 use crate::backoff::Backoff;
@@ -725,6 +730,8 @@ mod tests {
                 "$.version: expected a non-negative integer, found a string",
             ),
             ("/extra", json!(true), "$.extra: unknown field"),
+            // Parsed by network::parse, but not accepted until the agent applies it.
+            ("/network", json!({}), "$.network: unknown field"),
             ("/generation", json!(0), "$.generation: generation starts at 1"),
             (
                 "/generation",
