@@ -563,8 +563,12 @@ mod tests {
         raw.initramfs = tests_support::agent_raw().initramfs;
         let a = analyse(&raw);
         let md = markdown(&raw, &a);
-        // Every section, whatever was not measured: the title and eight parts.
-        assert_eq!(headings(&md), headings(include_str!("../results.md")));
+        // Every section, whatever was not measured: the title and eight
+        // parts. Part 9 shows only in a run that tried it (this sample
+        // predates it; the committed results.md has it).
+        let committed = headings(include_str!("../results.md"));
+        let without_9: Vec<_> = committed.into_iter().filter(|h| !h.starts_with("## 9.")).collect();
+        assert_eq!(headings(&md), without_9);
         assert!(md.ends_with("## 8. Booting from a disk: dm-verity in both root modes\n\nNot measured in this run.\n"));
         has_lines(&md, &[
             "- Accelerator: **TCG** (cached)",
