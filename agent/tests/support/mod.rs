@@ -132,7 +132,13 @@ impl TestNode {
             std::fs::write(root.join("sys/class/dmi/id/product_uuid"), uuid).unwrap();
         }
         std::fs::write(scratch.path.join("cmdline"), &opts.cmdline).unwrap();
-        let init = Command::new("sleep").arg("600").spawn().unwrap();
+        // Both signals the agent sends init (SIGINT, SIGTERM) at their default
+        // action: a shell that starts `make test` in the background (`&`, no
+        // job control) ignores SIGINT, and sleep would inherit that.
+        let init = Command::new("env")
+            .args(["--default-signal=INT,TERM", "sleep", "600"])
+            .spawn()
+            .unwrap();
         let sock = scratch.path.join("agent.sock");
         TestNode {
             scratch,
